@@ -1,0 +1,3 @@
+from jupyternetes_ssa.cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""Label and annotation keys put on everything we create, and the selectors built from them.
+
+The `jupyternetes.kadense.io/*` keys are the original Jupyternetes' own, kept so that existing
+selectors keep working; `app.kubernetes.io/managed-by` is what garbage collection selects on.
+"""
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "jupyternetes-ssa"
+INSTANCE = "jupyternetes.kadense.io/instance"
+INSTANCE_NAMESPACE = "jupyternetes.kadense.io/instanceNamespace"
+TEMPLATE = "jupyternetes.kadense.io/template"
+TEMPLATE_NAMESPACE = "jupyternetes.kadense.io/templateNamespace"
+POD_ITEM = "jupyternetes.kadense.io/podName"
+PVC_ITEM = "jupyternetes.kadense.io/pvcName"
+
+# Annotations the reconciler owns.
+APPLIED_HASH = "jupyternetes-ssa.kadense.io/applied-hash"
+DELETION_POLICY = "jupyternetes-ssa.kadense.io/deletion-policy"
+
+ITEM_LABEL = {"pods": POD_ITEM, "pvcs": PVC_ITEM}
+
+MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
