@@ -1,4 +1,4 @@
-"""jupyternetes-ssa: JupyterHub notebook servers on Kubernetes, reconciled with server-side apply."""
+"""jupyternetes-ssa: JupyterHub notebook servers on Kubernetes, kept by server-side apply."""
 
 from importlib.metadata import PackageNotFoundError, version
 

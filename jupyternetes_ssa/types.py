@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 Manifest = dict[str, Any]
 Section = Literal["pvcs", "pods"]
-SECTIONS: tuple[Section, ...] = ("pvcs", "pods")  # apply order: claims before the pods mounting them
+SECTIONS: tuple[Section, ...] = (
+    "pvcs",
+    "pods",
+)  # apply order: claims before the pods mounting them
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,59 @@ class Rendered:
     instance: ObjectRef
     template: ObjectRef
     items: tuple[RenderedItem, ...] = field(default_factory=tuple)
+
+
+Action = Literal["created", "configured", "unchanged", "pending", "recreating", "failed"]
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What applying one rendered item did. `live` is the object as the apiserver last showed it."""
+
+    item: RenderedItem
+    action: Action
+    live: Manifest | None = None
+    message: str = ""
+    fields: tuple[str, ...] = ()  # pending: the fields that need a re-create
+
+
+@dataclass(frozen=True)
+class PruneCandidate:
+    """An object no instance wants any more, with why, and whether policy lets us delete it."""
+
+    ref: ObjectRef
+    uid: str
+    resource_version: str
+    reason: str
+    allowed: bool  # False: a PVC kept by its Retain policy
+
+
+@dataclass
+class InstanceResult:
+    """One instance's pass, for the summary and the exit code."""
+
+    instance: ObjectRef
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    error: str = ""
+    reason: str = ""
+    status_written: bool = False
+
+    @property
+    def converged(self) -> bool:
+        return not self.error and all(
+            o.action in ("created", "configured", "unchanged") for o in self.outcomes
+        )
+
+
+@dataclass
+class Summary:
+    """A whole pass."""
+
+    instances: list[InstanceResult] = field(default_factory=list)
+    pruned: list[PruneCandidate] = field(default_factory=list)
+    kept: list[PruneCandidate] = field(default_factory=list)
+    prune_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.prune_error and all(r.converged for r in self.instances)

@@ -1,0 +1,158 @@
+"""Converge one instance's rendered objects with server-side apply.
+
+An object is applied only when the live one lacks our hash annotation or has drifted from what we
+set, so a steady state costs no request. When more than one object must change, each is first
+validated with a server-side dry-run and nothing is written unless all pass (one instance is never
+half-applied). A change Kubernetes forbids in place (most of a pod's spec, shrinking a PVC) is
+reported as pending instead, or, for pods that opt in, done by deleting the pod so it is re-created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from copy import deepcopy
+from dataclasses import dataclass
+
+from jupyternetes_ssa import labels
+from jupyternetes_ssa.diff import changes, drift
+from jupyternetes_ssa.kube import POD, ApiError, Kube
+from jupyternetes_ssa.observe import Observed, key_of
+from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
+
+
+@dataclass(frozen=True)
+class Plan:
+    item: RenderedItem
+    desired: Manifest
+    live: Manifest | None
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stamped(item: RenderedItem) -> Manifest:
+    """The manifest we send: the rendered one plus our annotations (hash, PVC deletion policy)."""
+    desired = deepcopy(item.manifest)
+    annotations = desired["metadata"].setdefault("annotations", {})
+    if item.section == "pvcs":
+        annotations[labels.DELETION_POLICY] = item.deletion_policy
+    annotations[labels.APPLIED_HASH] = manifest_hash(desired)
+    return desired
+
+
+def is_current(desired: Manifest, live: Manifest | None) -> bool:
+    if live is None or live["metadata"].get("deletionTimestamp"):
+        return False
+    live_hash = (live["metadata"].get("annotations") or {}).get(labels.APPLIED_HASH)
+    return live_hash == desired["metadata"]["annotations"][labels.APPLIED_HASH] and not drift(
+        desired, live
+    )
+
+
+def _forbidden_in_place(err: ApiError, live: Manifest | None) -> bool:
+    """A 422 on an existing object whose every cause is a forbidden (immutable) field."""
+    causes = err.causes
+    return (
+        live is not None
+        and err.status == 422
+        and bool(causes)
+        and all(c.get("reason") == "FieldValueForbidden" for c in causes)
+    )
+
+
+def _pending(plan: Plan, err: ApiError) -> ItemOutcome:
+    fields = tuple(p for p in changes(plan.live, plan.desired) if not p.startswith("metadata"))
+    spec_fields = tuple(p for p in fields if p.startswith("spec")) or fields
+    return ItemOutcome(plan.item, "pending", plan.live, err.message, spec_fields[:20])
+
+
+def _rejected(plan: Plan, err: ApiError) -> ItemOutcome:
+    return ItemOutcome(
+        plan.item, "failed", plan.live, f"the apiserver rejected {plan.item.ref}: {err.message}"
+    )
+
+
+async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
+    try:
+        live = await kube.apply(plan.desired, dry_run=dry_run)
+    except ApiError as err:
+        if _forbidden_in_place(err, plan.live):
+            return _pending(plan, err)
+        return _rejected(plan, err)
+    return ItemOutcome(plan.item, "configured" if plan.live else "created", live)
+
+
+async def _recreate(kube: Kube, outcome: ItemOutcome) -> ItemOutcome:
+    live = outcome.live or {}
+    meta = live.get("metadata", {})
+    await kube.delete(POD, meta["namespace"], meta["name"], uid=meta.get("uid"))
+    return ItemOutcome(
+        outcome.item,
+        "recreating",
+        live,
+        "deleted to apply a change that Kubernetes forbids in place; it is re-created once gone",
+        outcome.fields,
+    )
+
+
+def _dry_run_report(plan: Plan, check: ItemOutcome) -> ItemOutcome:
+    """For `diff`: what the apply would change, read off the server's dry-run answer."""
+    if check.action not in ("created", "configured"):
+        return check
+    fields = tuple(changes(plan.live, check.live)) if plan.live else ("(new object)",)
+    return ItemOutcome(check.item, check.action, check.live, "dry run", fields)
+
+
+async def _validate(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
+    return list(await asyncio.gather(*(_try(kube, p, dry_run=True) for p in todo)))
+
+
+async def apply_items(
+    kube: Kube,
+    items: tuple[RenderedItem, ...],
+    observed: Observed,
+    *,
+    recreate_pods: bool = False,
+    dry_run: bool = False,
+) -> list[ItemOutcome]:
+    """Converge `items` (already in apply order) and say what happened to each."""
+    plans = [Plan(i, stamped(i), observed.live(i.section, key_of(i.manifest))) for i in items]
+    done = {
+        p.item.ref: ItemOutcome(p.item, "unchanged", p.live)
+        for p in plans
+        if is_current(p.desired, p.live)
+    }
+    todo = [p for p in plans if p.item.ref not in done]
+    checked: dict = {}
+    if len(todo) > 1 or dry_run:  # a single apply is atomic by itself
+        checks = await _validate(kube, todo)
+        rejected = [c for c in checks if c.action == "failed"]
+        for plan, check in zip(todo, checks, strict=True):
+            if dry_run:
+                done[plan.item.ref] = _dry_run_report(plan, check)
+            elif rejected:
+                done[plan.item.ref] = (
+                    check
+                    if check.action == "failed"
+                    else ItemOutcome(
+                        plan.item, "failed", plan.live, f"held back: {rejected[0].message}"
+                    )
+                )
+        if rejected or dry_run:
+            return [done[p.item.ref] for p in plans]
+        checked = {p.item.ref: c for p, c in zip(todo, checks, strict=True)}
+    for plan in todo:  # PVCs before the pods that mount them: `items` is in that order
+        outcome = checked.get(plan.item.ref)
+        if outcome is None or outcome.action != "pending":
+            outcome = await _try(kube, plan, dry_run=False)
+        if (
+            outcome.action == "pending"
+            and plan.item.section == "pods"
+            and (recreate_pods or plan.item.recreate_on_change)
+        ):
+            outcome = await _recreate(kube, outcome)
+        done[plan.item.ref] = outcome
+    return [done[p.item.ref] for p in plans]

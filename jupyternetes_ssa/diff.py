@@ -1,0 +1,103 @@
+"""Compare what we would apply with what is live: pure functions, no I/O.
+
+`drift` answers "does the live object still carry every value we set?" without a request, so a
+steady state costs no apply. Only the leaves we set are compared (the apiserver adds defaults, and
+admission may append list items such as token volumes), lists by index, resource quantities by
+value ("1Gi" == "1024Mi", "0.5" == "500m").
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_QUANTITY = re.compile(
+    r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
+)
+_FACTORS = {
+    None: 1,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+IGNORED_METADATA = (
+    "managedFields",
+    "resourceVersion",
+    "generation",
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+
+def quantity(value: Any) -> Decimal | None:
+    """The numeric value of a Kubernetes resource quantity, or None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    match = _QUANTITY.match(str(value))
+    if not match:
+        return None
+    try:
+        return Decimal(match.group(1)) * _FACTORS[match.group(2)]
+    except InvalidOperation:
+        return None
+
+
+def _same_leaf(path: str, want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    if ".resources." in path or path.startswith("spec.resources"):
+        q_want, q_have = quantity(want), quantity(have)
+        return q_want is not None and q_want == q_have
+    return False
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    plain = key.replace("_", "").replace("-", "").isalnum()
+    step = f".{key}" if plain else f'["{key}"]'
+    return f"{path}{step}" if path else step.lstrip(".")
+
+
+def drift(desired: Any, live: Any, path: str = "") -> list[str]:
+    """Paths of the leaves of `desired` that `live` lacks or holds with another value."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return [path or "."]
+        return [p for k, v in desired.items() for p in drift(v, live.get(k), _join(path, k))]
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) < len(desired):
+            return [path]
+        return [p for i, v in enumerate(desired) for p in drift(v, live[i], _join(path, i))]
+    return [] if _same_leaf(path, desired, live) else [path]
+
+
+def changes(before: Any, after: Any, path: str = "") -> list[str]:
+    """Every path whose value differs between two whole objects (for `diff` and UpdatePending)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after))
+        if path == "metadata":
+            keys = [k for k in keys if k not in IGNORED_METADATA]
+        return [p for k in keys for p in changes(before.get(k), after.get(k), _join(path, k))]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            p
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for p in changes(b, a, _join(path, i))
+        ]
+    return [] if _same_leaf(path, after, before) else [path or "."]

@@ -1,0 +1,302 @@
+"""The one module that talks to the apiserver.
+
+Thin on purpose: raw dicts in and out over kr8s' `call_api`, so that lists carry their
+resourceVersion, watches can resume from it, server-side apply and delete preconditions are
+available (kr8s has neither), and every transient failure (429, 5xx, a dropped connection) is
+retried with backoff in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from jupyternetes_ssa import FIELD_MANAGER, GROUP, VERSION
+from jupyternetes_ssa.types import Manifest
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({0, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+    def url(self, name: str = "", sub: str = "") -> str:
+        return "/".join(p for p in (self.plural, name, sub) if p)
+
+
+POD = Resource("v1", "Pod", "pods")
+PVC = Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
+EVENT = Resource("v1", "Event", "events")
+NAMESPACE = Resource("v1", "Namespace", "namespaces")
+LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
+INSTANCE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookInstance", "jupyternotebookinstances")
+TEMPLATE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookTemplate", "jupyternotebooktemplates")
+BY_KIND = {r.kind: r for r in (POD, PVC, EVENT, LEASE, INSTANCE, TEMPLATE)}
+
+
+class ApiError(Exception):
+    """An apiserver answer other than success; status 0 means no answer at all."""
+
+    def __init__(self, status: int, reason: str, message: str, body: dict | None = None):
+        self.status, self.reason, self.message, self.body = status, reason, message, body or {}
+        super().__init__(f"{status} {reason}: {message}" if status else message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE
+
+    @property
+    def causes(self) -> list[dict]:
+        return (self.body.get("details") or {}).get("causes") or []
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): the caller must re-list."""
+
+
+@dataclass(frozen=True)
+class ObjectList:
+    items: list[Manifest]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, kr8s.ServerError) and exc.response is not None:
+        resp = exc.response
+        try:
+            body = resp.json()
+        except (ValueError, httpx.ResponseNotRead):
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        return ApiError(
+            resp.status_code, body.get("reason", ""), body.get("message", str(exc)), body
+        )
+    return ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}")
+
+
+class Kube:
+    """Typed verbs over one kr8s Api; every verb retries transient failures."""
+
+    def __init__(self, api: kr8s.asyncio.Api, retry: RetryPolicy | None = None):
+        self.api = api
+        self.retry = retry or RetryPolicy()
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        api.timeout = httpx.Timeout(30.0)
+        return cls(api)
+
+    async def request(
+        self, method: str, res: Resource, namespace: str | None, url: str, **kwargs: Any
+    ) -> dict:
+        """One REST call, decoded; raises ApiError after retrying what is transient."""
+        for attempt in range(self.retry.attempts):
+            try:
+                async with self.api.call_api(
+                    method, version=res.api_version, namespace=namespace, url=url, **kwargs
+                ) as resp:
+                    return resp.json() if resp.content else {}
+            except (kr8s.ServerError, httpx.TransportError, kr8s.APITimeoutError) as exc:
+                err = _as_api_error(exc)
+                if not err.retryable or attempt == self.retry.attempts - 1:
+                    raise err from exc
+                log.debug("retrying %s %s after %s", method, url, err)
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise AssertionError("unreachable")
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> ObjectList:
+        """A complete list (all pages) or an exception: never a partial result."""
+        items: list[Manifest] = []
+        params: dict[str, Any] = {"limit": page_size}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        while True:
+            body = await self.request("GET", res, namespace, res.url(), params=params)
+            for item in body.get("items", []):
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                items.append(item)
+            meta = body.get("metadata", {})
+            if not meta.get("continue"):
+                return ObjectList(items, meta.get("resourceVersion", ""))
+            params["continue"] = meta["continue"]
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> Manifest | None:
+        try:
+            return await self.request("GET", res, namespace, res.url(name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def apply(
+        self,
+        manifest: Manifest,
+        *,
+        dry_run: bool = False,
+        subresource: str = "",
+        field_manager: str = FIELD_MANAGER,
+        force: bool = True,
+    ) -> Manifest:
+        """Server-side apply `manifest` (strict field validation); returns the live object."""
+        res = BY_KIND[manifest["kind"]]
+        meta = manifest["metadata"]
+        params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+        if force:
+            params["force"] = "true"
+        if dry_run:
+            params["dryRun"] = "All"
+        return await self.request(
+            "PATCH",
+            res,
+            meta.get("namespace"),
+            res.url(meta["name"], subresource),
+            content=json.dumps(manifest),
+            params=params,
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+
+    async def create(self, manifest: Manifest) -> Manifest:
+        res = BY_KIND[manifest["kind"]]
+        return await self.request(
+            "POST",
+            res,
+            manifest["metadata"].get("namespace"),
+            res.url(),
+            content=json.dumps(manifest),
+        )
+
+    async def replace(self, manifest: Manifest) -> Manifest:
+        """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""
+        res = BY_KIND[manifest["kind"]]
+        meta = manifest["metadata"]
+        return await self.request(
+            "PUT", res, meta.get("namespace"), res.url(meta["name"]), content=json.dumps(manifest)
+        )
+
+    async def delete(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        grace_seconds: int | None = None,
+        dry_run: bool = False,
+    ) -> bool:
+        """Delete, guarded by preconditions; False when it was already gone.
+
+        With `uid`/`resource_version` the apiserver refuses (409) if the object was replaced or
+        changed since we looked, so a decision taken on a list never hits a newer object.
+        """
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+        }
+        pre = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if pre:
+            body["preconditions"] = pre
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        if dry_run:
+            body["dryRun"] = ["All"]
+        try:
+            await self.request("DELETE", res, namespace, res.url(name), content=json.dumps(body))
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, Manifest]]:
+        """Yield (type, object) from resource_version on; ends when the server closes the stream.
+
+        Raises WatchExpired on 410 so the caller re-lists. Bookmarks are requested and passed on
+        (type BOOKMARK) so the caller's resourceVersion stays fresh.
+        """
+        params: dict[str, Any] = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_seconds,
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30)
+        try:
+            async with self.api.call_api(
+                "GET",
+                version=res.api_version,
+                namespace=namespace,
+                url=res.url(),
+                params=params,
+                stream=True,
+                timeout=timeout,
+            ) as resp:
+                async for line in resp.aiter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchExpired(obj.get("message", "410 Gone"))
+                        raise ApiError(
+                            obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""), obj
+                        )
+                    yield event["type"], obj
+        except (kr8s.ServerError, httpx.TransportError, kr8s.APITimeoutError) as exc:
+            err = _as_api_error(exc)
+            if err.status == 410:
+                raise WatchExpired(err.message) from exc
+            raise err from exc

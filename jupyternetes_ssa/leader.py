@@ -1,0 +1,115 @@
+"""Leader election on a coordination.k8s.io Lease, as client-go does it.
+
+A lease counts as expired when its record has not changed for leaseDurationSeconds by OUR clock
+(the time we last saw it change), so clock skew between replicas does not matter. Writes use the
+lease's resourceVersion: two candidates can never both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from jupyternetes_ssa.kube import LEASE, ApiError, Kube
+from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.types import Manifest
+
+log = logging.getLogger(__name__)
+
+
+class LostLeadership(Exception):
+    pass
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    def __init__(self, kube: Kube, settings: Settings):
+        self.kube, self.s = kube, settings
+        self.is_leader = False
+        self._seen: tuple[str, float] = ("", 0.0)  # (record we last saw, when it changed)
+
+    def _spec(self, spec: dict, taking_over: bool) -> dict:
+        now = _micro_now()
+        new = dict(
+            spec,
+            holderIdentity=self.s.identity,
+            renewTime=now,
+            leaseDurationSeconds=int(self.s.lease_duration_seconds),
+        )
+        if taking_over:
+            new["acquireTime"] = now
+            new["leaseTransitions"] = spec.get("leaseTransitions", 0) + (1 if spec else 0)
+        return new
+
+    def _expired(self, lease: Manifest) -> bool:
+        record = str(lease.get("spec"))
+        if record != self._seen[0]:
+            self._seen = (record, time.monotonic())
+        spec = lease.get("spec") or {}
+        duration = spec.get("leaseDurationSeconds") or self.s.lease_duration_seconds
+        return not spec.get("holderIdentity") or time.monotonic() - self._seen[1] > duration
+
+    async def try_acquire_or_renew(self) -> bool:
+        ns, name = self.s.lease_namespace, self.s.lease_name
+        try:
+            lease = await self.kube.get(LEASE, ns, name)
+            if lease is None:
+                body = {
+                    "apiVersion": LEASE.api_version,
+                    "kind": LEASE.kind,
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": self._spec({}, True),
+                }
+                await self.kube.create(body)
+                return True
+            spec = lease.get("spec") or {}
+            mine = spec.get("holderIdentity") == self.s.identity
+            if not mine and not self._expired(lease):
+                return False
+            lease["spec"] = self._spec(spec, taking_over=not mine)
+            await self.kube.replace(lease)
+            return True
+        except ApiError as err:
+            if err.status != 409:
+                log.warning("leader election: %s", err)
+            return False
+
+    async def acquire(self) -> None:
+        while not await self.try_acquire_or_renew():
+            await asyncio.sleep(self.s.retry_period_seconds)
+        self.is_leader = True
+        log.info(
+            "became leader (%s/%s as %s)",
+            self.s.lease_namespace,
+            self.s.lease_name,
+            self.s.identity,
+        )
+
+    async def hold(self) -> None:
+        """Renew until a renewal has failed for renew_deadline; then raise LostLeadership."""
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(self.s.retry_period_seconds)
+            if await self.try_acquire_or_renew():
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok > self.s.renew_deadline_seconds:
+                self.is_leader = False
+                raise LostLeadership(f"could not renew lease {self.s.lease_name}")
+
+    async def release(self) -> None:
+        """Hand the lease back at shutdown so a successor need not wait for it to expire."""
+        if not self.is_leader:
+            return
+        self.is_leader = False
+        try:
+            lease = await self.kube.get(LEASE, self.s.lease_namespace, self.s.lease_name)
+            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.s.identity:
+                lease["spec"] = dict(lease["spec"], holderIdentity="", leaseDurationSeconds=1)
+                await self.kube.replace(lease)
+        except ApiError as err:
+            log.warning("could not release the lease: %s", err)

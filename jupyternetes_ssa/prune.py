@@ -1,0 +1,95 @@
+"""Garbage-collect what no instance wants any more, safely.
+
+Candidates come only from a complete picture (`Observed.complete`), carry our managed-by label and
+our field manager, and belong to an instance that is gone or whose (successfully rendered) template
+no longer lists the item; an instance whose desired set is unknown (template missing, render error)
+protects everything it has. Each delete is guarded by uid and resourceVersion preconditions, so an
+object that changed since the list is left for the next pass. PVCs are deleted only when their
+recorded policy says Delete: user data is kept by default.
+"""
+
+from __future__ import annotations
+
+from jupyternetes_ssa import FIELD_MANAGER, labels
+from jupyternetes_ssa.kube import POD, PVC, ApiError, Kube
+from jupyternetes_ssa.names import safe_label_value
+from jupyternetes_ssa.observe import Key, Observed, key_of
+from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
+
+Wanted = dict[
+    Key, set[tuple[str, Key]] | None
+]  # instance -> (section, object) it wants; None: unknown
+
+
+def ours(obj: Manifest) -> bool:
+    meta = obj["metadata"]
+    return (meta.get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGED_BY_VALUE and any(
+        m.get("manager") == FIELD_MANAGER for m in meta.get("managedFields") or []
+    )
+
+
+def _instances_by_label(observed: Observed) -> dict[tuple[str, str], Key]:
+    return {(ns, safe_label_value(name)): (ns, name) for ns, name in observed.instances}
+
+
+def _why(
+    section: str, obj: Manifest, owners: dict[tuple[str, str], Key], wanted: Wanted
+) -> str | None:
+    """Why `obj` should go, or None when it should stay (or we cannot be sure)."""
+    meta = obj["metadata"]
+    lbl = meta.get("labels") or {}
+    owner = owners.get(
+        (lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, ""))
+    )
+    if owner is None:
+        return f"its instance {lbl.get(labels.INSTANCE, '?')} no longer exists"
+    want = wanted.get(owner)
+    if want is None or (section, key_of(obj)) in want:
+        return None
+    return f"instance {owner[1]} no longer lists item {lbl.get(labels.ITEM_LABEL[section], '?')}"
+
+
+def plan_prune(observed: Observed, wanted: Wanted) -> list[PruneCandidate]:
+    """What to delete (allowed) or report as kept (PVCs under Retain)."""
+    if not observed.complete:
+        return []
+    owners = _instances_by_label(observed)
+    found = []
+    for section, objects in (("pods", observed.pods), ("pvcs", observed.pvcs)):
+        for obj in objects.values():
+            meta = obj["metadata"]
+            if meta.get("deletionTimestamp") or not ours(obj):
+                continue
+            reason = _why(section, obj, owners, wanted)
+            if reason is None:
+                continue
+            policy = (meta.get("annotations") or {}).get(labels.DELETION_POLICY, "Retain")
+            allowed = section == "pods" or policy == "Delete"
+            ref = ObjectRef(obj["kind"], meta["namespace"], meta["name"])
+            found.append(PruneCandidate(ref, meta["uid"], meta["resourceVersion"], reason, allowed))
+    return found
+
+
+async def prune(
+    kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False
+) -> list[PruneCandidate]:
+    """Delete the allowed candidates; returns those deleted (or that would be, with dry_run)."""
+    deleted = []
+    for cand in (c for c in candidates if c.allowed):
+        res = POD if cand.ref.kind == "Pod" else PVC
+        try:
+            gone = await kube.delete(
+                res,
+                cand.ref.namespace,
+                cand.ref.name,
+                uid=cand.uid,
+                resource_version=cand.resource_version,
+                dry_run=dry_run,
+            )
+        except ApiError as err:
+            if err.status == 409:  # changed since we listed it: decide again next pass
+                continue
+            raise
+        if gone:
+            deleted.append(cand)
+    return deleted

@@ -1,0 +1,202 @@
+"""Drive the pipeline for one instance, and for one whole pass: render -> apply -> status, prune.
+
+The same `reconcile_instance` serves once mode (over fresh lists) and continuous mode (over the
+watch caches); it never raises for a problem of the instance's own: that becomes its status, and
+the other instances carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from jupyternetes_ssa import labels
+from jupyternetes_ssa.apply import apply_items
+from jupyternetes_ssa.errors import JupyternetesError, TemplateNotAllowed, TemplateNotFound
+from jupyternetes_ssa.kube import INSTANCE, POD, ApiError, Kube
+from jupyternetes_ssa.names import safe_label_value
+from jupyternetes_ssa.observe import Key, Observed, key_of, observe
+from jupyternetes_ssa.prune import Wanted, plan_prune, prune
+from jupyternetes_ssa.render import render
+from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.status import ItemView, instance_status, needs_write, views_from_outcomes
+from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
+from jupyternetes_ssa.wait import wait_gone
+
+log = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def instance_ref(instance: Manifest) -> ObjectRef:
+    ns, name = key_of(instance)
+    return ObjectRef("JupyterNotebookInstance", ns, name)
+
+
+def resolve_template(observed: Observed, instance: Manifest, settings: Settings) -> Manifest:
+    """The template the instance names, if it exists and the admin allows its namespace."""
+    ns, name = key_of(instance)
+    ref = instance.get("spec", {}).get("template") or {}
+    t_ns, t_name = ref.get("namespace") or ns, ref.get("name", "")
+    subject = f"JupyterNotebookInstance {ns}/{name}"
+    if not settings.template_allowed(t_ns):
+        allowed = ", ".join(settings.template_namespaces)
+        raise TemplateNotAllowed(
+            f"templates may only come from namespace(s) {allowed}, not {t_ns!r}",
+            subject=subject,
+            path="spec.template.namespace",
+            fix=f"point spec.template at a template in {allowed}, or ask the admin to add "
+            f"--template-namespace {t_ns}",
+        )
+    template = observed.templates.get((t_ns, t_name))
+    if template is None:
+        raise TemplateNotFound(
+            f"JupyterNotebookTemplate {t_ns}/{t_name} does not exist",
+            subject=subject,
+            path="spec.template",
+            fix="create that template, or fix spec.template.name/namespace",
+        )
+    return template
+
+
+def live_views(observed: Observed, instance: Manifest) -> list[ItemView]:
+    """The instance's existing objects, for a status when its template cannot be rendered."""
+    ns, name = key_of(instance)
+    value = safe_label_value(name)
+    views = []
+    for section, objects in (("pvcs", observed.pvcs), ("pods", observed.pods)):
+        for (o_ns, o_name), obj in objects.items():
+            lbl = obj["metadata"].get("labels") or {}
+            if o_ns == ns and lbl.get(labels.INSTANCE) == value:
+                views.append(
+                    ItemView(section, lbl.get(labels.ITEM_LABEL[section], o_name), o_name, obj)
+                )
+    return views
+
+
+async def write_status(
+    kube: Kube, observed: Observed, instance: Manifest, status: dict, dry_run: bool
+) -> bool:
+    """Server-side apply our part of the status, only when it differs; False if not written."""
+    if dry_run or not needs_write(instance, status):
+        return False
+    ns, name = key_of(instance)
+    body = {
+        "apiVersion": INSTANCE.api_version,
+        "kind": INSTANCE.kind,
+        "metadata": {"name": name, "namespace": ns},
+        "status": status,
+    }
+    try:
+        observed.remember(await kube.apply(body, subresource="status"))
+    except ApiError as err:
+        if err.status == 404:  # deleted meanwhile
+            return False
+        raise
+    return True
+
+
+async def _converge(
+    kube: Kube, observed: Observed, instance: Manifest, settings: Settings, result: InstanceResult
+) -> tuple[list[ItemView], Rendered | None]:
+    try:
+        rendered = render(resolve_template(observed, instance, settings), instance)
+    except JupyternetesError as err:
+        result.error, result.reason = str(err), err.reason
+        return live_views(observed, instance), None
+    result.outcomes = await apply_items(
+        kube,
+        rendered.items,
+        observed,
+        recreate_pods=settings.recreate_pods,
+        dry_run=settings.dry_run,
+    )
+    for outcome in result.outcomes:
+        if outcome.action in ("created", "configured") and not settings.dry_run and outcome.live:
+            observed.remember(outcome.live)
+    failed = [o for o in result.outcomes if o.action == "failed"]
+    if failed:
+        result.error, result.reason = failed[0].message, "ApplyFailed"
+    return views_from_outcomes(result.outcomes), rendered
+
+
+async def reconcile_instance(
+    kube: Kube, observed: Observed, instance: Manifest, settings: Settings
+) -> tuple[InstanceResult, set | None]:
+    """Converge one instance and write its status; returns what it wants (None: unknown)."""
+    result = InstanceResult(instance_ref(instance))
+    if instance["metadata"].get("deletionTimestamp"):
+        return result, None
+    try:
+        views, rendered = await _converge(kube, observed, instance, settings, result)
+        status = instance_status(
+            instance, views, observed, now=now(), error=result.error, reason=result.reason
+        )
+        result.status_written = await write_status(
+            kube, observed, instance, status, settings.dry_run
+        )
+    except ApiError as err:
+        result.error, result.reason = f"{result.instance}: {err}", "ApiError"
+        return result, None
+    if result.error:
+        log.warning("%s: %s", result.instance, result.error)
+    wanted = {(i.section, key_of(i.manifest)) for i in rendered.items} if rendered else None
+    return result, wanted
+
+
+async def _finish_recreates(
+    kube: Kube, observed: Observed, instance: Manifest, settings: Settings, result: InstanceResult
+):
+    """Once mode: wait for pods we deleted to be gone, then converge the instance again."""
+    recreating = [o for o in result.outcomes if o.action == "recreating"]
+    for o in recreating:
+        meta = (o.live or {}).get("metadata", {})
+        await wait_gone(kube, POD, meta["namespace"], meta["name"], meta.get("uid"))
+        observed.pods.pop((meta["namespace"], meta["name"]), None)
+    return await reconcile_instance(kube, observed, instance, settings)
+
+
+async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = False) -> Summary:
+    """One full pass over every served instance, then garbage collection."""
+    observed = await observe(kube, settings)
+    summary = Summary()
+    wanted: Wanted = {}
+    gate = asyncio.Semaphore(settings.concurrency)
+
+    async def one(key: Key, instance: Manifest) -> None:
+        async with gate:
+            if prune_only:
+                result, want = (
+                    InstanceResult(instance_ref(instance)),
+                    _wanted_only(observed, instance, settings),
+                )
+            else:
+                result, want = await reconcile_instance(kube, observed, instance, settings)
+                if any(o.action == "recreating" for o in result.outcomes):
+                    result, want = await _finish_recreates(
+                        kube, observed, instance, settings, result
+                    )
+            wanted[key] = want
+            summary.instances.append(result)
+
+    await asyncio.gather(*(one(k, i) for k, i in observed.instances.items()))
+    summary.instances.sort(key=lambda r: (r.instance.namespace, r.instance.name))
+    candidates = plan_prune(observed, wanted)
+    summary.kept = [c for c in candidates if not c.allowed]
+    try:
+        summary.pruned = await prune(kube, candidates, dry_run=settings.dry_run)
+    except ApiError as err:
+        summary.prune_error = str(err)
+    return summary
+
+
+def _wanted_only(observed: Observed, instance: Manifest, settings: Settings) -> set | None:
+    """For `gc` alone: what the instance wants, rendered but not applied."""
+    try:
+        rendered = render(resolve_template(observed, instance, settings), instance)
+    except JupyternetesError:
+        return None
+    return {(i.section, key_of(i.manifest)) for i in rendered.items}

@@ -1,0 +1,39 @@
+"""All the reconciler's knobs, as one typed object (built by the CLI, read everywhere else)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()  # instances served; empty = every namespace
+    template_namespaces: tuple[str, ...] = ()  # where templates may come from; empty = anywhere
+    recreate_pods: bool = False  # delete + re-create pods whose change is forbidden in place
+    dry_run: bool = False  # compute and report, write nothing
+    concurrency: int = 8  # instances reconciled at once
+    resync_seconds: float = 300.0  # continuous mode: full pass this often
+    watch_timeout_seconds: int = 300  # server-side watch timeout before a re-watch
+    backoff_base: float = 1.0  # per-instance retry backoff after an error...
+    backoff_max: float = 300.0  # ...doubling up to this
+    leader_elect: bool = False
+    lease_name: str = "jupyternetes-ssa"
+    lease_namespace: str = "default"
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+    identity: str = field(default_factory=_identity)
+    health_port: int = 8080  # /healthz /readyz /metrics; 0 = off
+    health_host: str = "0.0.0.0"
+
+    def serves(self, namespace: str) -> bool:
+        return not self.namespaces or namespace in self.namespaces
+
+    def template_allowed(self, namespace: str) -> bool:
+        return not self.template_namespaces or namespace in self.template_namespaces

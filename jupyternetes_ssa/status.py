@@ -1,0 +1,252 @@
+"""An instance's status from what the pass saw and did: pure functions, no I/O.
+
+Keeps the original Jupyternetes' fields (`pods`/`pvcs` maps, `podsProvisioned`, ...), adds the
+standard `Ready`/`Progressing`/`Degraded` conditions, and folds a pod's waiting reasons and latest
+warning events into the messages, so the hub never has to read pods or events itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jupyternetes_ssa.observe import Observed
+from jupyternetes_ssa.types import ItemOutcome, Manifest
+
+OURS = (
+    "observedGeneration",
+    "phase",
+    "podsProvisioned",
+    "pvcsProvisioned",
+    "pods",
+    "pvcs",
+    "conditions",
+)
+MAX_MESSAGE = 1000
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """One item as status sees it: its object (if any) and what this pass did to it."""
+
+    section: str
+    item: str
+    resource_name: str
+    live: Manifest | None
+    action: str = "unchanged"
+    message: str = ""
+    fields: tuple[str, ...] = ()
+
+
+def views_from_outcomes(outcomes: list[ItemOutcome]) -> list[ItemView]:
+    return [
+        ItemView(o.item.section, o.item.item, o.item.name, o.live, o.action, o.message, o.fields)
+        for o in outcomes
+    ]
+
+
+def _ready(pod: Manifest) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_state(pod: Manifest | None) -> str:
+    if pod is None:
+        return "Missing"
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    phase = pod.get("status", {}).get("phase", "Pending")
+    if phase in ("Failed", "Succeeded"):
+        return phase
+    return "Running" if phase == "Running" and _ready(pod) else "Processed"
+
+
+def _waiting_reasons(pod: Manifest) -> list[str]:
+    st = pod.get("status", {})
+    found = [f"{st.get('reason', '')}: {st['message']}".lstrip(": ")] if st.get("message") else []
+    for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        for kind in ("waiting", "terminated"):
+            detail = (cs.get("state") or {}).get(kind)
+            if detail and detail.get("reason") not in (
+                None,
+                "Completed",
+                "PodInitializing",
+                "ContainerCreating",
+            ):
+                text = f"container {cs.get('name')} {detail['reason']}"
+                found.append(f"{text}: {detail['message']}" if detail.get("message") else text)
+    return found
+
+
+def pod_problems(pod: Manifest | None, observed: Observed, limit: int = 3) -> str:
+    """Why a pod is not running yet: its waiting reasons, then its newest warning events."""
+    if pod is None or pod_state(pod) == "Running":
+        return ""
+    events = [
+        f"{e.get('reason', '')}: {e.get('message', '').strip()}"
+        for e in observed.warnings_for(pod)[-limit:]
+    ]
+    return "; ".join(_waiting_reasons(pod) + events)[:MAX_MESSAGE]
+
+
+def notebook_port(pod: Manifest) -> int | None:
+    """The notebook container's port: the container named `notebook`, else the first one."""
+    containers = pod.get("spec", {}).get("containers") or []
+    chosen = next((c for c in containers if c.get("name") == "notebook"), None)
+    chosen = chosen or (containers[0] if containers else {})
+    ports = chosen.get("ports") or []
+    return ports[0].get("containerPort") if ports else None
+
+
+def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
+    entry: dict[str, Any] = {"resourceName": view.resource_name}
+    params: dict[str, str] = {}
+    if view.section == "pods":
+        entry["state"] = pod_state(view.live)
+        problem = pod_problems(view.live, observed)
+        if view.live:
+            if view.live.get("status", {}).get("podIP"):
+                entry["podAddress"] = view.live["status"]["podIP"]
+            if (port := notebook_port(view.live)) is not None:
+                entry["portNumber"] = port
+    else:
+        entry["state"] = "Processed" if view.live else "Missing"
+        problem = ""
+        if view.live:
+            params["phase"] = view.live.get("status", {}).get("phase", "Pending")
+    if view.action == "failed":
+        entry["state"], problem = "Error", view.message
+    if view.action in ("pending", "recreating"):
+        params["updatePending"] = ", ".join(view.fields)
+    if problem:
+        entry["errorMessage"] = problem[:MAX_MESSAGE]
+    if params:
+        entry["parameters"] = params
+    return entry
+
+
+def provisioned(entries: dict[str, dict]) -> str:
+    exist = [e for e in entries.values() if e["state"] not in ("Missing", "Error")]
+    if len(exist) == len(entries):
+        return "Completed"
+    return "Partially Processed" if exist else "Pending"
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "observedGeneration": generation,
+    }
+
+
+def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, str]:
+    """(progressing?, reason, message) from what this pass did and how the pods are doing."""
+    pending = [v for v in views if v.action in ("pending", "recreating")]
+    if pending:
+        reason = "Recreating" if any(v.action == "recreating" for v in pending) else "UpdatePending"
+        detail = "; ".join(
+            f"{v.section}[{v.item}]: {', '.join(v.fields) or 'spec'}" for v in pending
+        )
+        hint = (
+            ""
+            if reason == "Recreating"
+            else (
+                " (Kubernetes forbids these changes in place: set recreateOnChange on the template"
+                " item or run with --recreate-pods to re-create the pod)"
+            )
+        )
+        return True, reason, f"changes waiting for a re-create: {detail}{hint}"
+    starting = {k: e for k, e in pods.items() if e["state"] in ("Processed", "Missing")}
+    if starting:
+        detail = "; ".join(
+            f"pod {k}: {e.get('errorMessage') or 'starting'}" for k, e in starting.items()
+        )
+        return True, "PodsStarting", detail
+    if any(v.action in ("created", "configured") for v in views):
+        return True, "Applied", "objects were created or updated"
+    return False, "Converged", "every object matches the template"
+
+
+def _degraded(error: str, reason: str, pods: dict[str, dict], items: dict[str, dict]):
+    failed = {k: e for k, e in items.items() if e["state"] in ("Error", "Failed", "Succeeded")}
+    if error:
+        return True, reason or "Error", error
+    if failed:
+        detail = "; ".join(
+            f"{k}: {e['state']} {e.get('errorMessage', '')}".strip() for k, e in failed.items()
+        )
+        return True, "ItemFailed", detail
+    return False, "AsExpected", ""
+
+
+def phase_of(error: str, pods: dict[str, dict], ready: bool) -> str:
+    states = {e["state"] for e in pods.values()}
+    if error:
+        return "Error"
+    if states & {"Failed", "Succeeded"}:
+        return "Failed"
+    if ready:
+        return "Running"
+    return "Terminating" if "Terminating" in states else "Pending"
+
+
+def _keep_transition_times(conditions: list[dict], previous: list[dict], now: str) -> None:
+    before = {c.get("type"): c for c in previous or []}
+    for cond in conditions:
+        old = before.get(cond["type"])
+        same = old and old.get("status") == cond["status"] and old.get("lastTransitionTime")
+        cond["lastTransitionTime"] = old["lastTransitionTime"] if same else now
+
+
+def instance_status(
+    instance: Manifest,
+    views: list[ItemView],
+    observed: Observed,
+    *,
+    now: str,
+    error: str = "",
+    reason: str = "",
+) -> dict[str, Any]:
+    """The whole status we own for `instance` (compare with `ours(live)` before writing)."""
+    generation = instance["metadata"].get("generation", 0)
+    pods = {v.item: item_status(v, observed) for v in views if v.section == "pods"}
+    pvcs = {v.item: item_status(v, observed) for v in views if v.section == "pvcs"}
+    items = {f"pods[{k}]": e for k, e in pods.items()} | {f"pvcs[{k}]": e for k, e in pvcs.items()}
+    ready = not error and bool(pods) and all(e["state"] == "Running" for e in pods.values())
+    degraded = _degraded(error, reason, pods, items)
+    progressing = _progress(views, pods) if not degraded[0] else (False, degraded[1], "")
+    conditions = [
+        _condition(
+            "Ready",
+            ready,
+            "PodsReady" if ready else "NotReady",
+            "every pod is running and ready" if ready else progressing[2] or degraded[2],
+            generation,
+        ),
+        _condition("Progressing", *progressing, generation),
+        _condition("Degraded", *degraded, generation),
+    ]
+    _keep_transition_times(conditions, instance.get("status", {}).get("conditions"), now)
+    return {
+        "observedGeneration": generation,
+        "phase": phase_of(error, pods, ready),
+        "podsProvisioned": provisioned(pods) if not error else "Pending",
+        "pvcsProvisioned": provisioned(pvcs) if not error else "Pending",
+        "pods": pods,
+        "pvcs": pvcs,
+        "conditions": conditions,
+    }
+
+
+def ours(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a live status that we write, for an is-it-different check."""
+    status = status or {}
+    return {k: status[k] for k in OURS if k in status}
+
+
+def needs_write(instance: Manifest, desired: dict[str, Any]) -> bool:
+    live = ours(instance.get("status"))
+    return live != {k: v for k, v in desired.items() if v not in ({}, None) or k in live}
