@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ from jupyternetes_ssa import FIELD_MANAGER, GROUP, VERSION
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
+# kr8s 0.20 warns for every apiserver newer than the releases it was tested with; the core, apps,
+# coordination and CRD APIs we use are GA and unchanged, so the warning is noise.
+warnings.filterwarnings(
+    "ignore", message="Kubernetes version .* is not supported", category=UserWarning
+)
 
 RETRYABLE = frozenset({0, 429, 500, 502, 503, 504})
 

@@ -33,7 +33,7 @@ class RenderedItem:
     item: str
     manifest: Manifest
     recreate_on_change: bool = False  # pods: delete + re-create when a change is forbidden in place
-    deletion_policy: Literal["Retain", "Delete"] = "Delete"  # PVC items default to Retain
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"  # pods are always collected
 
     @property
     def name(self) -> str:

@@ -1,0 +1,87 @@
+"""Shared pieces for the reconciler's integration tests: example objects, a pass, lookups."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jupyternetes_ssa import labels
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, TEMPLATE, Kube
+from jupyternetes_ssa.reconcile import reconcile_once
+from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.types import Summary
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TEST_MANAGER = "test-admin"
+
+
+def seed_template(namespace: str, name: str = "default-template") -> dict:
+    template = yaml.safe_load((EXAMPLES / "seed-template.yaml").read_text())
+    template["metadata"] = {"name": name, "namespace": namespace}
+    return template
+
+
+def seed_instance(
+    namespace: str, name: str, template: str = "default-template", **variables: str
+) -> dict:
+    instance = yaml.safe_load((EXAMPLES / "seed-instance.yaml").read_text())
+    instance.pop("status")
+    instance["metadata"] = {"name": name, "namespace": namespace}
+    instance["spec"]["template"] = {"name": template, "namespace": namespace}
+    instance["spec"]["variables"].update(
+        {"jupyternetes.instance.name": name, "jupyternetes.instance.namespace": namespace}
+    )
+    instance["spec"]["variables"].update(variables)
+    return instance
+
+
+def notebook_container(template: dict) -> dict:
+    return template["spec"]["pods"][0]["spec"]["containers"][0]
+
+
+def edited(template: dict, change) -> dict:
+    new = copy.deepcopy(template)
+    change(new)
+    return new
+
+
+async def put(kube: Kube, obj: dict) -> dict:
+    """Create or update an object as the admin/hub would (its own field manager)."""
+    return await kube.apply(obj, field_manager=TEST_MANAGER)
+
+
+async def once(kube: Kube, namespace: str, **settings: Any) -> Summary:
+    return await reconcile_once(kube, Settings(namespaces=(namespace,), **settings))
+
+
+def result_for(summary: Summary, name: str):
+    return next(r for r in summary.instances if r.instance.name == name)
+
+
+def actions(summary: Summary, name: str) -> Counter:
+    return Counter(o.action for o in result_for(summary, name).outcomes)
+
+
+async def owned(kube: Kube, namespace: str, instance: str) -> tuple[list[dict], list[dict]]:
+    """(pods, pvcs) labelled for the instance."""
+    selector = f"{labels.INSTANCE}={instance}"
+    pods = await kube.list(POD, namespace, label_selector=selector)
+    pvcs = await kube.list(PVC, namespace, label_selector=selector)
+    return pods.items, pvcs.items
+
+
+async def status_of(kube: Kube, namespace: str, name: str) -> dict:
+    obj = await kube.get(INSTANCE, namespace, name)
+    return (obj or {}).get("status", {})
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+async def get_template(kube: Kube, namespace: str, name: str = "default-template") -> dict:
+    return await kube.get(TEMPLATE, namespace, name)
