@@ -21,6 +21,8 @@ from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.observe import Observed, key_of
 from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
 
+HELD_BACK = "held back, another item was rejected: "
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -138,7 +140,7 @@ async def apply_items(
                     check
                     if check.action == "failed"
                     else ItemOutcome(
-                        plan.item, "failed", plan.live, f"held back: {rejected[0].message}"
+                        plan.item, "failed", plan.live, f"{HELD_BACK}{rejected[0].message}"
                     )
                 )
         if rejected or dry_run:

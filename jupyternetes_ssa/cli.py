@@ -169,6 +169,11 @@ def reconcile(
         str, typer.Option(help="Namespace of the leader Lease.")
     ] = "default",
     lease_name: Annotated[str, typer.Option(help="Name of the leader Lease.")] = "jupyternetes-ssa",
+    lease_duration: Annotated[float, typer.Option(help="Seconds a lease lasts unrenewed.")] = 15.0,
+    renew_deadline: Annotated[
+        float, typer.Option(help="A leader that cannot renew for this long steps down.")
+    ] = 10.0,
+    retry_period: Annotated[float, typer.Option(help="Seconds between lease attempts.")] = 2.0,
     health_port: Annotated[
         int, typer.Option(help="Continuous: /healthz /readyz /metrics port (0: off).")
     ] = 8080,
@@ -191,6 +196,9 @@ def reconcile(
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
         lease_name=lease_name,
+        lease_duration_seconds=lease_duration,
+        renew_deadline_seconds=renew_deadline,
+        retry_period_seconds=retry_period,
         health_port=health_port,
     )
     if once or dry_run:
@@ -199,7 +207,7 @@ def reconcile(
         raise typer.Exit(0 if summary.ok else 1)
     from jupyternetes_ssa.controller import run_controller
 
-    _run(run_controller(kubeconfig, context, settings))
+    raise typer.Exit(_run(run_controller(kubeconfig, context, settings)))
 
 
 @app.command()

@@ -18,7 +18,8 @@ class JupyternetesError(Exception):
     def __str__(self) -> str:
         where = " ".join(p for p in (self.subject, f"at {self.path}" if self.path else "") if p)
         text = f"{where}: {self.message}" if where else self.message
-        return f"{text}. {self.fix}" if self.fix else text
+        fix = self.fix[:1].upper() + self.fix[1:]
+        return f"{text}. {fix}" if fix else text
 
 
 class RenderError(JupyternetesError):

@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.apply import apply_items
+from jupyternetes_ssa.apply import HELD_BACK, apply_items
 from jupyternetes_ssa.errors import JupyternetesError, TemplateNotAllowed, TemplateNotFound
 from jupyternetes_ssa.kube import INSTANCE, POD, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
@@ -117,7 +117,10 @@ async def _converge(
     for outcome in result.outcomes:
         if outcome.action in ("created", "configured") and not settings.dry_run and outcome.live:
             observed.remember(outcome.live)
-    failed = [o for o in result.outcomes if o.action == "failed"]
+    failed = sorted(
+        (o for o in result.outcomes if o.action == "failed"),
+        key=lambda o: o.message.startswith(HELD_BACK),
+    )
     if failed:
         result.error, result.reason = failed[0].message, "ApplyFailed"
     return views_from_outcomes(result.outcomes), rendered
@@ -142,7 +145,7 @@ async def reconcile_instance(
         result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None
     if result.error:
-        log.warning("%s: %s", result.instance, result.error)
+        log.warning("%s", result.error)
     wanted = {(i.section, key_of(i.manifest)) for i in rendered.items} if rendered else None
     return result, wanted
 
