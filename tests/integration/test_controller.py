@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from faults import FlakyApi
 from reconcile_helpers import (
     condition,
     edited,
@@ -25,6 +26,7 @@ from reconcile_helpers import (
 )
 
 from jupyternetes_ssa.controller import Controller
+from jupyternetes_ssa.informer import Informer
 from jupyternetes_ssa.kube import INSTANCE, LEASE, POD, PVC, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.settings import Settings
@@ -257,3 +259,89 @@ async def test_only_the_lease_holder_reconciles_and_a_successor_takes_over_a_cra
 async def _holder(kube: Kube, ns: str, identity: str) -> bool:
     lease = await kube.get(LEASE, ns, "jupyternetes-ssa")
     return bool(lease) and lease["spec"].get("holderIdentity") == identity
+
+
+async def test_informer_relists_after_410_gone_and_keeps_delivering(cluster, namespace: str):
+    flaky = FlakyApi(cluster.api, [410], url_part="pods", watch_only=True)
+    store: dict = {}
+    seen: list[tuple[str, str]] = []
+    informer = Informer(
+        Kube(flaky),
+        POD,
+        (namespace,),
+        store,
+        lambda kind, obj, old: seen.append((kind, obj["metadata"]["name"])),
+    )
+    task = asyncio.create_task(informer.run())
+    try:
+        await wait_for(lambda: informer.relists >= 2, timeout=30, message="a re-list after the 410")
+        assert flaky.injected == 1
+        kube = Kube(cluster.api)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "watched", "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        }
+        await put(kube, pod)
+        await wait_for(
+            lambda: (namespace, "watched") in store,
+            timeout=30,
+            message="the new pod reaches the cache through the resumed watch",
+        )
+        await kube.delete(POD, namespace, "watched", grace_seconds=0)
+        await wait_for(
+            lambda: (namespace, "watched") not in store,
+            timeout=30,
+            message="the deletion reaches the cache",
+        )
+        assert ("ADDED", "watched") in seen and ("DELETED", "watched") in seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_resync_repairs_status_written_by_someone_else(kube: Kube, namespace: str):
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "hana"))
+    async with running(kube, settings_for(namespace, resync_seconds=1.0)):
+        await wait_for(
+            lambda: _phase(kube, namespace, "hana", "Running"), timeout=30, message="hana Running"
+        )
+        tamper = {
+            "apiVersion": INSTANCE.api_version,
+            "kind": INSTANCE.kind,
+            "metadata": {"name": "hana", "namespace": namespace},
+            "status": {"phase": "Tampered"},
+        }
+        await kube.apply(tamper, subresource="status", field_manager="intruder", force=True)
+        assert (await status_of(kube, namespace, "hana"))["phase"] == "Tampered"
+
+        await wait_for(
+            lambda: _phase(kube, namespace, "hana", "Running"),
+            timeout=30,
+            message="the periodic resync restores the status",
+        )
+
+
+async def test_scheduling_failures_reach_the_status_message(kube: Kube, namespace: str):
+    template = seed_template(namespace)
+    template["spec"]["pods"][0]["spec"]["nodeSelector"] = {"pool": "gpu-nodes-that-do-not-exist"}
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "ivan"))
+    async with running(kube, settings_for(namespace)):
+
+        async def explained() -> bool:
+            message = condition(await status_of(kube, namespace, "ivan"), "Progressing").get(
+                "message", ""
+            )
+            return "FailedScheduling" in message
+
+        await wait_for(
+            explained, timeout=60, message="the scheduler's FailedScheduling event in the status"
+        )
+        status = await status_of(kube, namespace, "ivan")
+        assert status["phase"] == "Pending"
+        assert status["pods"]["notebook"]["state"] == "Processed"
+        assert "node" in status["pods"]["notebook"]["errorMessage"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 
-import httpx
-import kr8s
 import pytest
+from faults import FlakyApi
 from reconcile_helpers import once, owned, put, seed_instance, seed_template
 
 from jupyternetes_ssa.kube import POD, ApiError, Kube, RetryPolicy
@@ -19,35 +17,6 @@ from jupyternetes_ssa.prune import plan_prune, prune
 from jupyternetes_ssa.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-class FlakyApi:
-    """FAULT INJECTION, not a mock of the apiserver: answers the next calls with the given HTTP
-    statuses (a real apiserver cannot be asked for a 503 or 429 on demand), then passes every
-    call through to the real kr8s Api and the real apiserver."""
-
-    def __init__(self, api, statuses: list[int], url_part: str = ""):
-        self.api, self.statuses, self.url_part, self.injected = api, list(statuses), url_part, 0
-
-    @contextlib.asynccontextmanager
-    async def call_api(self, method: str = "GET", **kwargs):
-        if self.statuses and self.url_part in kwargs.get("url", ""):
-            status = self.statuses.pop(0)
-            self.injected += 1
-            request = httpx.Request(method, "https://127.0.0.1/injected")
-            response = httpx.Response(
-                status,
-                request=request,
-                json={
-                    "kind": "Status",
-                    "code": status,
-                    "reason": "Injected",
-                    "message": "injected",
-                },
-            )
-            raise kr8s.ServerError("injected", status=str(status), response=response)
-        async with self.api.call_api(method, **kwargs) as response:
-            yield response
 
 
 async def test_transient_errors_are_retried_and_the_pass_converges(cluster, namespace: str):
