@@ -87,6 +87,30 @@ async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     return ItemOutcome(plan.item, "configured" if plan.live else "created", live)
 
 
+def _leftover(plan: Plan) -> str:
+    """Why the live object is not one to apply to (terminating, or an earlier incarnation's)."""
+    live = plan.live
+    if live is None:
+        return ""
+    if live["metadata"].get("deletionTimestamp"):
+        return "waiting for the previous object to finish terminating"
+    want = {o["uid"] for o in plan.desired["metadata"].get("ownerReferences", [])}
+    owners = live["metadata"].get("ownerReferences", [])
+    have = {o.get("uid") for o in owners if o.get("controller")}
+    if plan.item.section == "pods" and want and have and not want & have:
+        return "replacing the pod of an earlier incarnation of the instance"
+    return ""
+
+
+async def _replace_leftover(kube: Kube, plan: Plan, why: str, dry_run: bool) -> ItemOutcome:
+    meta = plan.live["metadata"]
+    if not meta.get("deletionTimestamp"):
+        await kube.delete(
+            POD, meta["namespace"], meta["name"], uid=meta.get("uid"), dry_run=dry_run
+        )
+    return ItemOutcome(plan.item, "recreating", plan.live, why)
+
+
 async def _recreate(kube: Kube, outcome: ItemOutcome) -> ItemOutcome:
     live = outcome.live or {}
     meta = live.get("metadata", {})
@@ -127,6 +151,9 @@ async def apply_items(
         for p in plans
         if is_current(p.desired, p.live)
     }
+    for plan in plans:
+        if plan.item.ref not in done and (why := _leftover(plan)):
+            done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
     todo = [p for p in plans if p.item.ref not in done]
     checked: dict = {}
     if len(todo) > 1 or dry_run:  # a single apply is atomic by itself

@@ -93,3 +93,37 @@ async def prune(
         if gone:
             deleted.append(cand)
     return deleted
+
+
+def plan_purge(observed: Observed, namespace: str, name: str) -> list[PruneCandidate]:
+    """Everything of ours labelled for this instance, PVCs included (spec.purge asked for it)."""
+    value = safe_label_value(name)
+    found = []
+    for objects in (observed.pods, observed.pvcs):
+        for (ns, _), obj in objects.items():
+            meta = obj["metadata"]
+            if ns != namespace or (meta.get("labels") or {}).get(labels.INSTANCE) != value:
+                continue
+            if ours(obj) and not meta.get("deletionTimestamp"):
+                ref = ObjectRef(obj["kind"], ns, meta["name"])
+                found.append(
+                    PruneCandidate(
+                        ref,
+                        meta["uid"],
+                        meta["resourceVersion"],
+                        "its instance asked for its data to be deleted (spec.purge)",
+                        True,
+                    )
+                )
+    return found
+
+
+def remaining(observed: Observed, namespace: str, name: str) -> int:
+    """How many of the instance's objects still exist (terminating ones included)."""
+    value = safe_label_value(name)
+    return sum(
+        1
+        for objects in (observed.pods, observed.pvcs)
+        for (ns, _), obj in objects.items()
+        if ns == namespace and (obj["metadata"].get("labels") or {}).get(labels.INSTANCE) == value
+    )

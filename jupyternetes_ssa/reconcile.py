@@ -17,10 +17,16 @@ from jupyternetes_ssa.errors import JupyternetesError, TemplateNotAllowed, Templ
 from jupyternetes_ssa.kube import INSTANCE, POD, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, key_of, observe
-from jupyternetes_ssa.prune import Wanted, plan_prune, prune
+from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
-from jupyternetes_ssa.status import ItemView, instance_status, needs_write, views_from_outcomes
+from jupyternetes_ssa.status import (
+    ItemView,
+    instance_status,
+    needs_write,
+    purge_status,
+    views_from_outcomes,
+)
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
 from jupyternetes_ssa.wait import wait_gone
 
@@ -126,12 +132,39 @@ async def _converge(
     return views_from_outcomes(result.outcomes), rendered
 
 
+async def _purge(
+    kube: Kube, observed: Observed, instance: Manifest, settings: Settings, result: InstanceResult
+) -> None:
+    """spec.purge: delete every pod and PVC of the instance, then report phase Purged."""
+    ns, name = key_of(instance)
+    candidates = plan_purge(observed, ns, name)
+    try:
+        deleted = await prune(kube, candidates, dry_run=settings.dry_run)
+    except ApiError as err:
+        result.error, result.reason = f"{result.instance}: purge failed: {err}", "PurgeFailed"
+        deleted = []
+    for cand in deleted:
+        store = observed.pods if cand.ref.kind == "Pod" else observed.pvcs
+        store.pop((cand.ref.namespace, cand.ref.name), None)
+    left = remaining(observed, ns, name)
+    status = purge_status(instance, left, now=now(), error=result.error)
+    result.status_written = await write_status(kube, observed, instance, status, settings.dry_run)
+    if left and not result.error:
+        result.reason = "Purging"
+
+
 async def reconcile_instance(
     kube: Kube, observed: Observed, instance: Manifest, settings: Settings
 ) -> tuple[InstanceResult, set | None]:
     """Converge one instance and write its status; returns what it wants (None: unknown)."""
     result = InstanceResult(instance_ref(instance))
     if instance["metadata"].get("deletionTimestamp"):
+        return result, None
+    if (instance.get("spec") or {}).get("purge"):
+        try:
+            await _purge(kube, observed, instance, settings, result)
+        except ApiError as err:
+            result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None
     try:
         views, rendered = await _converge(kube, observed, instance, settings, result)

@@ -315,13 +315,18 @@ def _object_names(
 
 
 def _owner_reference(ctx: _Context) -> dict[str, Any]:
-    """Makes the instance the controller, so deleting it lets Kubernetes collect the object."""
+    """Makes the instance the controller, so deleting it lets Kubernetes collect the object.
+
+    blockOwnerDeletion lets a Foreground delete of the instance (the spawner's stop) return only
+    once the object is gone.
+    """
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": INSTANCE_KIND,
         "name": ctx.instance.name,
         "uid": ctx.uid,
         "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 

@@ -250,3 +250,27 @@ def ours(status: dict[str, Any] | None) -> dict[str, Any]:
 def needs_write(instance: Manifest, desired: dict[str, Any]) -> bool:
     live = ours(instance.get("status"))
     return live != {k: v for k, v in desired.items() if v not in ({}, None) or k in live}
+
+
+def purge_status(instance: Manifest, left: int, *, now: str, error: str = "") -> dict[str, Any]:
+    """Status of an instance whose data is being deleted (spec.purge)."""
+    generation = instance["metadata"].get("generation", 0)
+    done = left == 0 and not error
+    message = error or ("every pod and PVC is gone" if done else f"{left} object(s) still exist")
+    conditions = [
+        _condition("Ready", False, "Purged" if done else "Purging", message, generation),
+        _condition("Progressing", not done, "Purged" if done else "Purging", message, generation),
+        _condition(
+            "Degraded", bool(error), "PurgeFailed" if error else "AsExpected", error, generation
+        ),
+    ]
+    _keep_transition_times(conditions, instance.get("status", {}).get("conditions"), now)
+    return {
+        "observedGeneration": generation,
+        "phase": "Purged" if done else "Purging",
+        "podsProvisioned": "Pending",
+        "pvcsProvisioned": "Pending",
+        "pods": {},
+        "pvcs": {},
+        "conditions": conditions,
+    }

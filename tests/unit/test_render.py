@@ -382,6 +382,7 @@ OWNER = {
     "name": "inst",
     "uid": "uid-1",
     "controller": True,
+    "blockOwnerDeletion": True,
 }
 
 
