@@ -243,4 +243,5 @@ def describe(cluster: LocalCluster) -> dict[str, Any]:
             {"name": p.name, "pid": p.pid, "alive": procs.alive(p), "log": p.log}
             for p in cluster.processes
         ],
+        "reaper_alive": cluster.reaper is not None and procs.alive(cluster.reaper),
     }

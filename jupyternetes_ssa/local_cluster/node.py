@@ -195,10 +195,15 @@ class NodeAgent:
         }
 
     async def heartbeat(self, node_uid: str) -> None:
-        """Renew our Lease every 10 s and refresh the node status every minute."""
+        """Renew our Lease every 10 s and refresh the node status every minute.
+
+        If someone deleted the Node, register it again (as a kubelet does on restart).
+        """
         beats = 0
         while True:
             try:
+                if not await self._node_exists():
+                    node_uid = (await self.register())["metadata"]["uid"]
                 await self._renew_lease(node_uid)
                 if beats % STATUS_EVERY == STATUS_EVERY - 1:
                     await self.report_status()
@@ -206,6 +211,10 @@ class NodeAgent:
                 log.warning("heartbeat failed", exc_info=True)
             beats += 1
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _node_exists(self) -> bool:
+        path = f"/api/v1/nodes/{self.name}"
+        return await request(self.api, "GET", path, ignore=(404,)) is not None
 
     async def _renew_lease(self, node_uid: str) -> None:
         owner = {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node_uid}
