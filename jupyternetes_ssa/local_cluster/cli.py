@@ -11,6 +11,7 @@ import typer
 
 from . import cluster as lc
 from .procs import alive
+from .waiting import GiveUp
 
 app = typer.Typer(
     help="A local Kubernetes control plane (etcd, apiserver, controllers, scheduler, fake node).",
@@ -37,7 +38,11 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 120.0,
 ) -> None:
     """Build missing binaries, start the cluster and wait until it is ready (no-op if running)."""
-    cluster = lc.up(state_dir, bin_dir=bin_dir, timeout=timeout)
+    try:
+        cluster = lc.up(state_dir, bin_dir=bin_dir, timeout=timeout)
+    except (GiveUp, TimeoutError, RuntimeError, FileNotFoundError) as error:
+        typer.echo(f"local-cluster: up failed: {error}", err=True)
+        raise typer.Exit(1) from error
     typer.echo(f"apiserver:  {cluster.apiserver_url}")
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     typer.echo('use it:     eval "$(jupyternetes-ssa local-cluster env)"')
