@@ -66,7 +66,7 @@ def _forbidden_in_place(err: ApiError, live: Manifest | None) -> bool:
 
 
 def _pending(plan: Plan, err: ApiError) -> ItemOutcome:
-    fields = tuple(p for p in changes(plan.live, plan.desired) if not p.startswith("metadata"))
+    fields = tuple(p for p in drift(plan.desired, plan.live) if not p.startswith("metadata"))
     spec_fields = tuple(p for p in fields if p.startswith("spec")) or fields
     return ItemOutcome(plan.item, "pending", plan.live, err.message, spec_fields[:20])
 

@@ -3,7 +3,8 @@
 `drift` answers "does the live object still carry every value we set?" without a request, so a
 steady state costs no apply. Only the leaves we set are compared (the apiserver adds defaults, and
 admission may append list items such as token volumes), lists by index, resource quantities by
-value ("1Gi" == "1024Mi", "0.5" == "500m").
+value ("1Gi" == "1024Mi", "0.5" == "500m"), and an empty value we set matches one the
+apiserver omitted.
 """
 
 from __future__ import annotations
@@ -57,13 +58,27 @@ def quantity(value: Any) -> Decimal | None:
         return None
 
 
+EMPTY = ({}, [], "", False)
+
+
 def _same_leaf(path: str, want: Any, have: Any) -> bool:
+    """Equal, or equal once the apiserver's rewrites are allowed for: it omits empty values
+    (`nodeSelector: {}`, `value: ""`, `hostNetwork: false`) and canonicalises quantities
+    (`0.5Gi` is stored as `512Mi`) in the fields that hold quantities."""
     if want == have:
         return True
-    if ".resources." in path or path.startswith("spec.resources"):
-        q_want, q_have = quantity(want), quantity(have)
-        return q_want is not None and q_want == q_have
-    return False
+    if have is None and any(want == e and type(want) is type(e) for e in EMPTY):
+        return True
+    if not _holds_quantity(path):
+        return False
+    q_want, q_have = quantity(want), quantity(have)
+    return q_want is not None and q_want == q_have
+
+
+def _holds_quantity(path: str) -> bool:
+    """Resource requests/limits, PVC storage, emptyDir sizes: not env values or annotations."""
+    return ".resources." in path or path.startswith("spec.resources") or path.endswith(
+        (".sizeLimit", ".overhead"))
 
 
 def _join(path: str, key: str | int) -> str:
@@ -77,10 +92,14 @@ def _join(path: str, key: str | int) -> str:
 def drift(desired: Any, live: Any, path: str = "") -> list[str]:
     """Paths of the leaves of `desired` that `live` lacks or holds with another value."""
     if isinstance(desired, dict):
+        if desired == {} and live is None:
+            return []
         if not isinstance(live, dict):
             return [path or "."]
         return [p for k, v in desired.items() for p in drift(v, live.get(k), _join(path, k))]
     if isinstance(desired, list):
+        if desired == [] and live is None:
+            return []
         if not isinstance(live, list) or len(live) < len(desired):
             return [path]
         return [p for i, v in enumerate(desired) for p in drift(v, live[i], _join(path, i))]

@@ -227,6 +227,7 @@ class Kube:
         resource_version: str | None = None,
         grace_seconds: int | None = None,
         dry_run: bool = False,
+        propagation: str = "Background",
     ) -> bool:
         """Delete, guarded by preconditions; False when it was already gone.
 
@@ -236,7 +237,7 @@ class Kube:
         body: dict[str, Any] = {
             "kind": "DeleteOptions",
             "apiVersion": "v1",
-            "propagationPolicy": "Background",
+            "propagationPolicy": propagation,
         }
         pre = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
         if pre:

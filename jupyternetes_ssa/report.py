@@ -63,7 +63,7 @@ def summary_text(summary: Summary, dry_run: bool = False) -> str:
                 lines.append(
                     f"  {o.item.section}[{o.item.item}] {o.item.name}: {o.action}"
                     + (f" {', '.join(o.fields)}" if o.fields else "")
-                    + (f" ({o.message})" if o.message and o.action != "failed" else "")
+                    + (f" ({o.message})" if o.message and o.message != r.error else "")
                 )
     lines += [f"{would}pruned {c.ref}: {c.reason}" for c in summary.pruned]
     lines += [f"kept {c.ref}: {c.reason} (deletionPolicy Retain)" for c in summary.kept]

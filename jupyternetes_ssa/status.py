@@ -114,8 +114,9 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
         problem = ""
         if view.live:
             params["phase"] = view.live.get("status", {}).get("phase", "Pending")
-    if view.action == "failed":
-        entry["state"], problem = "Error", view.message
+    if view.action == "failed":  # an object that exists keeps its state: it may still serve
+        entry["state"] = entry["state"] if view.live else "Error"
+        problem = view.message
     if view.action in ("pending", "recreating"):
         params["updatePending"] = ", ".join(view.fields)
     if problem:
@@ -170,15 +171,18 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
     return False, "Converged", "every object matches the template"
 
 
-def _degraded(error: str, reason: str, pods: dict[str, dict], items: dict[str, dict]):
-    failed = {k: e for k, e in items.items() if e["state"] in ("Error", "Failed", "Succeeded")}
+def _degraded(error: str, reason: str, views: list[ItemView], items: dict[str, dict]):
     if error:
         return True, reason or "Error", error
-    if failed:
-        detail = "; ".join(
-            f"{k}: {e['state']} {e.get('errorMessage', '')}".strip() for k, e in failed.items()
-        )
-        return True, "ItemFailed", detail
+    rejected = {f"{v.section}[{v.item}]": v.message for v in views if v.action == "failed"}
+    broken = {
+        k: f"{e['state']} {e.get('errorMessage', '')}".strip()
+        for k, e in items.items()
+        if e["state"] in ("Error", "Failed", "Succeeded")
+    }
+    problems = {**broken, **rejected}
+    if problems:
+        return True, "ItemFailed", "; ".join(f"{k}: {text}" for k, text in problems.items())
     return False, "AsExpected", ""
 
 
@@ -215,8 +219,8 @@ def instance_status(
     pods = {v.item: item_status(v, observed) for v in views if v.section == "pods"}
     pvcs = {v.item: item_status(v, observed) for v in views if v.section == "pvcs"}
     items = {f"pods[{k}]": e for k, e in pods.items()} | {f"pvcs[{k}]": e for k, e in pvcs.items()}
-    ready = not error and bool(pods) and all(e["state"] == "Running" for e in pods.values())
-    degraded = _degraded(error, reason, pods, items)
+    ready = bool(pods) and all(e["state"] == "Running" for e in pods.values())
+    degraded = _degraded(error, reason, views, items)
     progressing = _progress(views, pods) if not degraded[0] else (False, degraded[1], "")
     conditions = [
         _condition(
@@ -233,8 +237,8 @@ def instance_status(
     return {
         "observedGeneration": generation,
         "phase": phase_of(error, pods, ready),
-        "podsProvisioned": provisioned(pods) if not error else "Pending",
-        "pvcsProvisioned": provisioned(pvcs) if not error else "Pending",
+        "podsProvisioned": provisioned(pods),
+        "pvcsProvisioned": provisioned(pvcs),
         "pods": pods,
         "pvcs": pvcs,
         "conditions": conditions,

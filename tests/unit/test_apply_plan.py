@@ -292,12 +292,6 @@ def test_pending_names_the_changed_spec_field() -> None:
     assert outcome.fields == ("spec.containers[0].image",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _pending diffs the whole live pod against the desired manifest, so fields the "
-    "apiserver defaulted or admission appended (dnsPolicy, imagePullPolicy, the token volume) are "
-    "reported in UpdatePending as if the template had changed them",
-)
 def test_pending_does_not_name_server_defaults() -> None:
     live = live_pod(stamped(POD))
     changed = copy.deepcopy(POD.manifest)

@@ -261,12 +261,6 @@ def test_drift_compares_quantities_by_value_only_under_resources() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a zero value we set (empty list/map/string, false) that the apiserver omits "
-    "(omitempty; checked on kube-apiserver v1.36) is reported as drift, so such an object is "
-    "never current and is re-applied every pass",
-)
 @pytest.mark.parametrize(
     ("field", "zero"),
     [
@@ -282,23 +276,12 @@ def test_drift_zero_values_the_apiserver_omits_are_not_drift(field: str, zero: o
     assert drift(desired, live) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a container's `args: []` and an env var's `value: \"\"` are omitted by the "
-    "apiserver but reported as drift",
-)
 def test_drift_zero_values_in_a_container_are_not_drift() -> None:
     desired = pod(args=[], env=[{"name": "EMPTY", "value": ""}])
     live = with_server_defaults(pod(env=[{"name": "EMPTY"}]))
     assert drift(desired, live) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: quantities outside a `resources` path (emptyDir.sizeLimit) are compared as "
-    "strings, but the apiserver returns them canonicalised (0.5Gi -> 512Mi), so the pod is "
-    "never current and is re-applied every pass",
-)
 def test_drift_compares_an_emptydir_size_limit_by_value() -> None:
     desired = {"spec": {"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "0.5Gi"}}]}}
     live = {"spec": {"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "512Mi"}}]}}

@@ -313,8 +313,9 @@ def test_item_status_failed_apply_is_an_error_with_its_message() -> None:
 def test_item_status_failed_apply_replaces_pod_problems() -> None:
     pod = make_pod(phase="Pending", ready=False, message="unschedulable")
     entry = item_status(pod_view(pod, "failed", message="held back"), Observed())
-    assert entry["state"] == "Error"
+    assert entry["state"] == "Processed"  # it exists: its own state, the failure as message
     assert entry["errorMessage"] == "held back"
+    assert item_status(pod_view(None, "failed", message="no"), Observed())["state"] == "Error"
 
 
 @pytest.mark.parametrize("action", ["pending", "recreating"])
@@ -342,7 +343,7 @@ def test_item_status_pvc() -> None:
 
 def test_item_status_failed_pvc() -> None:
     entry = item_status(pvc_view(make_pvc(), "failed", message="cannot shrink"), Observed())
-    assert entry["state"] == "Error"
+    assert entry["state"] == "Processed"
     assert entry["errorMessage"] == "cannot shrink"
 
 
@@ -472,11 +473,12 @@ def test_instance_status_failed_item_is_degraded() -> None:
     status = instance_status(instance(), views, Observed(), now="T1")
     degraded = cond(status, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ItemFailed")
-    assert degraded["message"] == "pvcs[home]: Error rejected"
+    assert degraded["message"] == "pvcs[home]: rejected"
     progressing = cond(status, "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("False", "ItemFailed")
-    assert status["pvcs"]["home"]["state"] == "Error"
-    assert status["pvcsProvisioned"] == "Pending"
+    assert status["pvcs"]["home"]["state"] == "Processed"  # the claim still exists
+    assert status["pvcs"]["home"]["errorMessage"] == "rejected"
+    assert status["pvcsProvisioned"] == "Completed"
 
 
 def test_instance_status_failed_pod_phase() -> None:
@@ -510,13 +512,12 @@ def test_instance_status_error_of_the_whole_instance() -> None:
     )
     assert status["phase"] == "Error"
     assert status["observedGeneration"] == 4
-    assert status["podsProvisioned"] == "Pending"
-    assert status["pvcsProvisioned"] == "Pending"
+    assert status["podsProvisioned"] == "Completed"  # the objects it had still exist
+    assert status["pvcsProvisioned"] == "Completed"
     degraded, ready = cond(status, "Degraded"), cond(status, "Ready")
     assert (degraded["status"], degraded["reason"]) == ("True", "RenderError")
     assert degraded["message"] == "unknown variable {x}"
-    assert (ready["status"], ready["reason"]) == ("False", "NotReady")
-    assert ready["message"] == "unknown variable {x}"
+    assert (ready["status"], ready["reason"]) == ("True", "PodsReady")  # the server still runs
     progressing = cond(status, "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("False", "RenderError")
 
