@@ -39,12 +39,13 @@ def integration(session: nox.Session) -> None:
 def e2e_kind(session: nox.Session) -> None:
     """The integration suite on a kind cluster (needs Docker and internet; not run in CI)."""
     session.install("-e", ".[test,kind]")
-    session.run("pytest", "tests/integration", *session.posargs,
-                env={"JUPYTERNETES_TEST_CLUSTER": "kind"})
+    session.run(
+        "pytest", "tests/integration", *session.posargs, env={"JUPYTERNETES_TEST_CLUSTER": "kind"}
+    )
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The main job end to end: local cluster (unless KUBECONFIG is set), seed example, reconcile."""
+    """The main job end to end: local cluster unless KUBECONFIG is set, seed example, reconcile."""
     session.install("-e", ".")
     session.run("bash", "scripts/demo.sh", external=True)

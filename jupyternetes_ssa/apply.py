@@ -128,7 +128,12 @@ def _dry_run_report(plan: Plan, check: ItemOutcome) -> ItemOutcome:
     """For `diff`: what the apply would change, read off the server's dry-run answer."""
     if check.action not in ("created", "configured"):
         return check
-    fields = tuple(changes(plan.live, check.live)) if plan.live else ("(new object)",)
+    ours = f'metadata.annotations["{labels.APPLIED_HASH}"]'
+    fields = (
+        tuple(f for f in changes(plan.live, check.live) if f != ours)
+        if plan.live
+        else ("(new object)",)
+    )
     return ItemOutcome(check.item, check.action, check.live, "dry run", fields)
 
 

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import yaml
 
@@ -27,9 +28,24 @@ app.add_typer(
 
 
 class Output(StrEnum):
+    """How a pass is summarised."""
+
     text = "text"
     json = "json"
+
+
+class Format(StrEnum):
+    """How rendered manifests are printed."""
+
     yaml = "yaml"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 def _version(value: bool) -> None:
@@ -56,18 +72,26 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _load_docs(path: Path) -> list[dict]:
+    """The YAML documents of a file that are objects (a list or a scalar is no manifest)."""
     try:
-        return [d for d in yaml.safe_load_all(path.read_text()) if d]
-    except (OSError, yaml.YAMLError) as err:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         fail(f"{path}: {err}")
         raise  # unreachable: fail exits
+    for number, doc in enumerate(docs, 1):
+        if doc is not None and not isinstance(doc, dict):
+            fail(
+                f"{path}: document {number} is a {type(doc).__name__}, not a Kubernetes "
+                "object; each YAML document must be a mapping with apiVersion, kind, metadata"
+            )
+    return [d for d in docs if d]
 
 
 @app.command()
 def render(
     template: Annotated[Path, typer.Option(help="YAML file with one or more templates.")],
     instance: Annotated[Path, typer.Option(help="YAML file with the instance.")],
-    output: Annotated[Output, typer.Option(help="yaml or json.")] = Output.yaml,
+    output: Annotated[Format, typer.Option(help="yaml or json.")] = Format.yaml,
 ) -> None:
     """Print the PVCs and pods an instance gets from its template (offline, no cluster)."""
     from jupyternetes_ssa.render import render as do_render
@@ -82,7 +106,7 @@ def render(
     except JupyternetesError as err:
         fail(str(err))
     manifests = [i.manifest for i in rendered.items]
-    if output == Output.json:
+    if output == Format.json:
         typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
     else:
         typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
@@ -135,11 +159,17 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
     from jupyternetes_ssa.kube import ApiError
     from jupyternetes_ssa.reconcile import reconcile_once
 
-    kube = await _connect(kubeconfig, context)
     try:
+        kube = await _connect(kubeconfig, context)
         return await reconcile_once(kube, settings, prune_only=prune_only)
     except ApiError as err:
         fail(f"could not read the cluster, nothing was changed: {err}")
+    except (OSError, ValueError, httpx.HTTPError) as err:  # no kubeconfig, unreachable server
+        where = kubeconfig or "the default kubeconfig or in-cluster service account"
+        fail(
+            f"could not connect to the cluster with {where} ({type(err).__name__}: {err}); "
+            "check --kubeconfig/KUBECONFIG and --context. Nothing was changed"
+        )
 
 
 def _report(summary, output: Output, dry_run: bool) -> None:
@@ -177,8 +207,8 @@ def reconcile(
     health_port: Annotated[
         int, typer.Option(help="Continuous: /healthz /readyz /metrics port (0: off).")
     ] = 8080,
-    log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_format: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
+    log_level: Annotated[LogLevel, typer.Option(help="Least severe level logged.")] = LogLevel.info,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:

@@ -77,8 +77,11 @@ def _same_leaf(path: str, want: Any, have: Any) -> bool:
 
 def _holds_quantity(path: str) -> bool:
     """Resource requests/limits, PVC storage, emptyDir sizes: not env values or annotations."""
-    return ".resources." in path or path.startswith("spec.resources") or path.endswith(
-        (".sizeLimit", ".overhead"))
+    return (
+        ".resources." in path
+        or path.startswith("spec.resources")
+        or path.endswith((".sizeLimit", ".overhead"))
+    )
 
 
 def _join(path: str, key: str | int) -> str:

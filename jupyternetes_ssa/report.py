@@ -55,7 +55,7 @@ def summary_text(summary: Summary, dry_run: bool = False) -> str:
     for r in summary.instances:
         counts = ", ".join(f"{n} {a}" for a, n in sorted(_counts(r).items())) or "nothing"
         lines.append(
-            f"{r.instance.namespace}/{r.instance.name}: {counts}"
+            f"{r.instance.namespace}/{r.instance.name}: {would}{counts}"
             + (f" -- ERROR {r.reason}: {r.error}" if r.error else "")
         )
         for o in r.outcomes:

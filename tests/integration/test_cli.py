@@ -186,11 +186,6 @@ async def test_reconcile_text_summary_ends_with_the_instance_counts(
     assert "ERROR TemplateNotFound" in lost and "no-such-template" in lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `reconcile --once --output yaml` is accepted (the Output enum has yaml) but "
-    "prints the text summary; it should print YAML or refuse the choice",
-)
 async def test_reconcile_output_yaml_is_yaml_or_refused(
     kube: Kube, env: dict[str, str], namespace: str
 ):

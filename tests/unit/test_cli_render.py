@@ -223,11 +223,6 @@ def test_render_missing_file_names_it(tmp_path: Path):
     assert_clean_failure(proc, str(missing), "No such file")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: render crashes with AttributeError traceback when a YAML document is not a "
-    "mapping (cli._load_docs keeps lists/scalars, then calls d.get)",
-)
 @pytest.mark.parametrize("which", ["template", "instance"])
 def test_render_yaml_that_is_not_a_mapping_is_a_clean_error(tmp_path: Path, which: str):
     path = tmp_path / "list.yaml"
@@ -239,11 +234,6 @@ def test_render_yaml_that_is_not_a_mapping_is_a_clean_error(tmp_path: Path, whic
     assert_clean_failure(proc, str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: render crashes with UnicodeDecodeError traceback on a file that is not UTF-8 "
-    "(cli._load_docs catches only OSError and YAMLError)",
-)
 def test_render_file_that_is_not_text_is_a_clean_error(tmp_path: Path):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00binary")
@@ -338,11 +328,6 @@ def dead_kubeconfig(path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unreachable apiserver gives a Python traceback (httpx.ConnectError), not "
-    "'error: could not read the cluster': cli._pass connects outside its try/except",
-)
 @pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
 def test_cluster_command_with_an_unreachable_apiserver_is_a_clean_error(
     tmp_path: Path, command: list[str]
@@ -354,11 +339,6 @@ def test_cluster_command_with_an_unreachable_apiserver_is_a_clean_error(
     assert_clean_failure(proc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a KUBECONFIG that does not exist gives a Python traceback "
-    "(ValueError: Unable to find valid credentials) instead of an error message",
-)
 @pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
 def test_cluster_command_with_a_missing_kubeconfig_is_a_clean_error(
     tmp_path: Path, command: list[str]
@@ -381,11 +361,6 @@ def test_gc_without_a_decision_exits_2_before_touching_any_cluster(tmp_path: Pat
         assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `reconcile --log-level bogus` dies with a ValueError traceback from "
-    "logging.setLevel instead of a usage error",
-)
 def test_reconcile_rejects_an_unknown_log_level_cleanly(tmp_path: Path):
     env = {**os.environ, "KUBECONFIG": str(dead_kubeconfig(tmp_path / "dead.kubeconfig"))}
 
