@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from reconcile_helpers import (
 from jupyternetes_ssa.controller import Controller
 from jupyternetes_ssa.informer import Informer
 from jupyternetes_ssa.kube import INSTANCE, LEASE, POD, PVC, Kube
-from jupyternetes_ssa.local_cluster import wait_for
+from jupyternetes_ssa.local_cluster import procs, wait_for
+from jupyternetes_ssa.local_cluster.cluster import child_env
 from jupyternetes_ssa.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -345,3 +347,42 @@ async def test_scheduling_failures_reach_the_status_message(kube: Kube, namespac
         assert status["phase"] == "Pending"
         assert status["pods"]["notebook"]["state"] == "Processed"
         assert "node" in status["pods"]["notebook"]["errorMessage"]
+
+
+async def test_the_reconciler_survives_an_apiserver_crash_and_converges_after(
+    cluster, kube: Kube, namespace: str
+):
+    if cluster.local is None:
+        pytest.skip("restarting the apiserver needs the local backend (the default)")
+    local = cluster.local
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "kate"))
+    async with running(kube, settings_for(namespace)) as controller:
+        await wait_for(
+            lambda: _phase(kube, namespace, "kate", "Running"), timeout=30, message="kate Running"
+        )
+        relists = sum(i.relists for i in controller.informers)
+
+        index, old = next(
+            (i, p) for i, p in enumerate(local.processes) if p.name == "kube-apiserver"
+        )
+        os.kill(old.pid, signal.SIGKILL)  # a crash, not a clean shutdown
+        procs.stop([old])
+        local.processes[index] = procs.spawn(old.name, old.argv, local.state_dir, child_env())
+        local.save()
+        await wait_for(
+            lambda: _answers(kube, namespace), timeout=60, message="the restarted apiserver answers"
+        )
+
+        await put(kube, seed_instance(namespace, "liam"))
+        await wait_for(
+            lambda: _phase(kube, namespace, "liam", "Running"),
+            timeout=60,
+            message="an instance created after the restart converges",
+        )
+        assert sum(i.relists for i in controller.informers) > relists
+        assert controller.synced()
+
+
+async def _answers(kube: Kube, ns: str) -> bool:
+    return await kube.get(INSTANCE, ns, "kate") is not None
