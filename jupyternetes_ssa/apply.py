@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.diff import changes, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
-from jupyternetes_ssa.observe import Observed, key_of
+from jupyternetes_ssa.observe import Observed
 from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
@@ -39,7 +39,7 @@ def stamped(item: RenderedItem) -> Manifest:
     """The manifest we send: the rendered one plus our annotations (hash, PVC deletion policy)."""
     desired = deepcopy(item.manifest)
     annotations = desired["metadata"].setdefault("annotations", {})
-    if item.section == "pvcs":
+    if item.section != "pods":  # recorded, so GC knows the policy once the template is gone
         annotations[labels.DELETION_POLICY] = item.deletion_policy
     annotations[labels.APPLIED_HASH] = manifest_hash(desired)
     return desired
@@ -150,7 +150,7 @@ async def apply_items(
     dry_run: bool = False,
 ) -> list[ItemOutcome]:
     """Converge `items` (already in apply order) and say what happened to each."""
-    plans = [Plan(i, stamped(i), observed.live(i.section, key_of(i.manifest))) for i in items]
+    plans = [Plan(i, stamped(i), observed.live(i.manifest)) for i in items]
     done = {
         p.item.ref: ItemOutcome(p.item, "unchanged", p.live)
         for p in plans

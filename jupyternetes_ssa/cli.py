@@ -132,13 +132,26 @@ TemplateNamespaces = Annotated[
         "--template-namespace", help="Only templates from this namespace may be used (repeatable)."
     ),
 ]
+AllowKinds = Annotated[
+    list[str],
+    typer.Option(
+        "--allow-kind",
+        help="Let templates create this namespaced kind as otherResources: Kind or Kind.group "
+        "(repeatable; default: none).",
+    ),
+]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Kubeconfig file.")]
 Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 
 
-def _settings(namespace: list[str], template_namespace: list[str], **kw) -> Settings:
+def _settings(
+    namespace: list[str], template_namespace: list[str], allow_kind: list[str], **kw
+) -> Settings:
     return Settings(
-        namespaces=tuple(namespace), template_namespaces=tuple(template_namespace), **kw
+        namespaces=tuple(namespace),
+        template_namespaces=tuple(template_namespace),
+        allow_kinds=tuple(allow_kind),
+        **kw,
     )
 
 
@@ -164,6 +177,8 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
         return await reconcile_once(kube, settings, prune_only=prune_only)
     except ApiError as err:
         fail(f"could not read the cluster, nothing was changed: {err}")
+    except JupyternetesError as err:
+        fail(str(err), 2)
     except (OSError, ValueError, httpx.HTTPError) as err:  # no kubeconfig, unreachable server
         where = kubeconfig or "the default kubeconfig or in-cluster service account"
         fail(
@@ -184,6 +199,7 @@ def reconcile(
     once: Annotated[bool, typer.Option(help="One full pass, then exit (for a CronJob).")] = False,
     namespace: Namespaces = [],  # noqa: B006 (typer reads the default)
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    allow_kind: AllowKinds = [],  # noqa: B006
     recreate_pods: Annotated[
         bool,
         typer.Option(help="Delete and re-create pods whose change Kubernetes forbids in place."),
@@ -219,6 +235,7 @@ def reconcile(
     settings = _settings(
         namespace,
         template_namespace,
+        allow_kind,
         recreate_pods=recreate_pods,
         dry_run=dry_run,
         concurrency=concurrency,
@@ -244,12 +261,13 @@ def reconcile(
 def diff(
     namespace: Namespaces = [],  # noqa: B006
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Show what a reconcile would change, from a server-side dry-run (writes nothing)."""
-    settings = _settings(namespace, template_namespace, dry_run=True)
+    settings = _settings(namespace, template_namespace, allow_kind, dry_run=True)
     summary = _run(_pass(kubeconfig, context, settings))
     _report(summary, output, True)
     raise typer.Exit(0 if summary.ok else 1)
@@ -261,6 +279,7 @@ def gc(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete.")] = False,
     namespace: Namespaces = [],  # noqa: B006
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -268,7 +287,7 @@ def gc(
     """Garbage-collect pods (and PVCs whose policy is Delete) that no instance wants."""
     if dry_run == yes:
         fail("say exactly one of --dry-run (list what would be deleted) or --yes (delete it)", 2)
-    settings = _settings(namespace, template_namespace, dry_run=dry_run)
+    settings = _settings(namespace, template_namespace, allow_kind, dry_run=dry_run)
     summary = _run(_pass(kubeconfig, context, settings, prune_only=True))
     _report(summary, output, dry_run)
     raise typer.Exit(1 if summary.prune_error else 0)

@@ -13,12 +13,20 @@ import signal
 import time
 
 from jupyternetes_ssa import labels
+from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, POD, PVC, TEMPLATE, Kube
+from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
-from jupyternetes_ssa.observe import WARNING_EVENTS, Key, Observed, key_of, template_scope
+from jupyternetes_ssa.observe import (
+    WARNING_EVENTS,
+    Key,
+    Observed,
+    key_of,
+    owned_resources,
+    template_scope,
+)
 from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
@@ -54,7 +62,7 @@ class Controller:
         self.by_label: dict[tuple[str, str], Key] = {}
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
         self._event_cache: dict[Key, Manifest] = {}
-        self.informers = self._informers()
+        self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self.metrics.instances.set_function(lambda: len(self.observed.instances))
         self.metrics.leader.set_function(lambda: 1 if self.leading else 0)
@@ -63,17 +71,24 @@ class Controller:
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
-    def _informers(self) -> list[Informer]:
+    def _informers(self, owned: list[Resource]) -> list[Informer]:
         s, o, managed = self.s, self.observed, labels.MANAGED_SELECTOR
         kw = {"timeout_seconds": s.watch_timeout_seconds}
+        o.owned = {res.kind_key: {} for res in owned}
         return [
             Informer(self.kube, INSTANCE, s.namespaces, o.instances, self._on_instance, **kw),
             Informer(self.kube, TEMPLATE, template_scope(s), o.templates, self._on_template, **kw),
-            Informer(
-                self.kube, POD, s.namespaces, o.pods, self._on_owned, label_selector=managed, **kw
-            ),
-            Informer(
-                self.kube, PVC, s.namespaces, o.pvcs, self._on_owned, label_selector=managed, **kw
+            *(
+                Informer(
+                    self.kube,
+                    res,
+                    s.namespaces,
+                    o.owned[res.kind_key],
+                    self._on_owned,
+                    label_selector=managed,
+                    **kw,
+                )
+                for res in owned
             ),
             Informer(
                 self.kube,
@@ -87,7 +102,7 @@ class Controller:
         ]
 
     def synced(self) -> bool:
-        return all(i.synced for i in self.informers)
+        return bool(self.informers) and all(i.synced for i in self.informers)
 
     # --- event handlers: map an event to instance keys --------------------------------------
     def _on_instance(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
@@ -134,9 +149,12 @@ class Controller:
 
     # --- work --------------------------------------------------------------------------------
     def _belongs(self, cand: PruneCandidate, key: Key) -> bool:
-        obj = (self.observed.pods if cand.ref.kind == "Pod" else self.observed.pvcs).get(
-            (cand.ref.namespace, cand.ref.name)
-        )
+        ref = {
+            "apiVersion": cand.api_version,
+            "kind": cand.ref.kind,
+            "metadata": {"namespace": cand.ref.namespace, "name": cand.ref.name},
+        }
+        obj = self.observed.live(ref)
         return (
             obj is not None
             and self._owner_of(obj) in (key, None)
@@ -201,6 +219,7 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
+        self.informers = self._informers(await owned_resources(self.kube, self.s))
         tasks = [asyncio.create_task(i.run()) for i in self.informers]
         server = None
         if self.s.health_port:
@@ -246,4 +265,8 @@ async def run_controller(kubeconfig: str | None, context: str | None, settings: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await Controller(kube, settings).run(stop)
+    try:
+        return await Controller(kube, settings).run(stop)
+    except BadSettings as err:
+        log.error("%s", err)
+        return 2

@@ -34,3 +34,13 @@ class TemplateNotFound(JupyternetesError):
 
 class TemplateNotAllowed(JupyternetesError):
     reason = "TemplateNotAllowed"
+
+
+class KindNotAllowed(JupyternetesError):
+    reason = "KindNotAllowed"
+
+
+class BadSettings(JupyternetesError):
+    """The reconciler's own options cannot work (e.g. --allow-kind of an unknown kind)."""
+
+    reason = "BadSettings"

@@ -41,6 +41,16 @@ class Resource:
     api_version: str
     kind: str
     plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def kind_key(self) -> str:
+        """`Kind.group` (`Kind` for the core group): one name per kind, whatever its version."""
+        return kind_key(self.api_version, self.kind)
 
     def url(self, name: str = "", sub: str = "") -> str:
         return "/".join(p for p in (self.plural, name, sub) if p)
@@ -49,11 +59,17 @@ class Resource:
 POD = Resource("v1", "Pod", "pods")
 PVC = Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
 EVENT = Resource("v1", "Event", "events")
-NAMESPACE = Resource("v1", "Namespace", "namespaces")
+NAMESPACE = Resource("v1", "Namespace", "namespaces", namespaced=False)
+SECRET = Resource("v1", "Secret", "secrets")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
 INSTANCE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookInstance", "jupyternotebookinstances")
 TEMPLATE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookTemplate", "jupyternotebooktemplates")
-BY_KIND = {r.kind: r for r in (POD, PVC, EVENT, LEASE, INSTANCE, TEMPLATE)}
+BY_KIND = {r.kind: r for r in (POD, PVC, EVENT, LEASE, INSTANCE, TEMPLATE, SECRET, NAMESPACE)}
+
+
+def kind_key(api_version: str, kind: str) -> str:
+    group = api_version.rpartition("/")[0]
+    return f"{kind}.{group}" if group else kind
 
 
 class ApiError(Exception):
@@ -70,6 +86,13 @@ class ApiError(Exception):
     @property
     def causes(self) -> list[dict]:
         return (self.body.get("details") or {}).get("causes") or []
+
+
+class UnknownKind(ApiError):
+    """The apiserver serves no such kind (or not at that apiVersion)."""
+
+    def __init__(self, message: str):
+        super().__init__(404, "NotFound", message)
 
 
 class WatchExpired(Exception):
@@ -112,6 +135,7 @@ class Kube:
     def __init__(self, api: kr8s.asyncio.Api, retry: RetryPolicy | None = None):
         self.api = api
         self.retry = retry or RetryPolicy()
+        self._discovered: dict[str, list[Resource]] = {}  # groupVersion -> its resources
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -182,7 +206,7 @@ class Kube:
         force: bool = True,
     ) -> Manifest:
         """Server-side apply `manifest` (strict field validation); returns the live object."""
-        res = BY_KIND[manifest["kind"]]
+        res = await self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
         if force:
@@ -200,7 +224,7 @@ class Kube:
         )
 
     async def create(self, manifest: Manifest) -> Manifest:
-        res = BY_KIND[manifest["kind"]]
+        res = await self.resource(manifest["apiVersion"], manifest["kind"])
         return await self.request(
             "POST",
             res,
@@ -211,7 +235,7 @@ class Kube:
 
     async def replace(self, manifest: Manifest) -> Manifest:
         """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""
-        res = BY_KIND[manifest["kind"]]
+        res = await self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         return await self.request(
             "PUT", res, meta.get("namespace"), res.url(meta["name"]), content=json.dumps(manifest)
@@ -307,3 +331,59 @@ class Kube:
             if err.status == 410:
                 raise WatchExpired(err.message) from exc
             raise err from exc
+
+    # --- discovery ---------------------------------------------------------------------------
+    async def discover(self, group_version: str) -> list[Resource]:
+        """The kinds one groupVersion serves (cached for the life of this client)."""
+        if group_version not in self._discovered:
+            where = Resource(group_version, "", "")
+            body = await self.request("GET", where, None, "")
+            self._discovered[group_version] = [
+                Resource(group_version, r["kind"], r["name"], r.get("namespaced", True))
+                for r in body.get("resources", [])
+                if "/" not in r["name"]
+            ]
+        return self._discovered[group_version]
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        """Where `kind` of `api_version` lives; UnknownKind if the apiserver does not serve it."""
+        known = BY_KIND.get(kind)
+        if known is not None and known.api_version == api_version:
+            return known
+        try:
+            served = await self.discover(api_version)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            served = []
+        for res in served:
+            if res.kind == kind:
+                return res
+        raise UnknownKind(f"the apiserver serves no kind {kind} in apiVersion {api_version}")
+
+    async def find_kind(self, spec: str) -> Resource:
+        """`Kind` or `Kind.group` -> its preferred-version resource (core group first)."""
+        kind, _, group = spec.partition(".")
+        if not group:
+            core = [r for r in await self.discover("v1") if r.kind == kind]
+            if core:
+                return core[0]
+        groups = (await self.request("GET", Resource("", "", ""), None, "", base="/apis")).get(
+            "groups", []
+        )
+        preferred = [
+            g["preferredVersion"]["groupVersion"] for g in groups if not group or g["name"] == group
+        ]
+        found = [
+            r
+            for served in await asyncio.gather(*(self.discover(gv) for gv in preferred))
+            for r in served
+            if r.kind == kind
+        ]
+        if len(found) != 1:
+            where = f"group {group}" if group else "any group"
+            problem = "no" if not found else f"{len(found)} kinds"
+            raise UnknownKind(
+                f"{problem} {kind} served in {where}" + ("; name it as Kind.group" if found else "")
+            )
+        return found[0]

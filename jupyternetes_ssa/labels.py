@@ -12,11 +12,12 @@ TEMPLATE = "jupyternetes.kadense.io/template"
 TEMPLATE_NAMESPACE = "jupyternetes.kadense.io/templateNamespace"
 POD_ITEM = "jupyternetes.kadense.io/podName"
 PVC_ITEM = "jupyternetes.kadense.io/pvcName"
+OTHER_ITEM = "jupyternetes.kadense.io/otherResourceName"
 
 # Annotations the reconciler owns.
 APPLIED_HASH = "jupyternetes-ssa.kadense.io/applied-hash"
 DELETION_POLICY = "jupyternetes-ssa.kadense.io/deletion-policy"
 
-ITEM_LABEL = {"pods": POD_ITEM, "pvcs": PVC_ITEM}
+ITEM_LABEL = {"pods": POD_ITEM, "pvcs": PVC_ITEM, "otherResources": OTHER_ITEM}
 
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"

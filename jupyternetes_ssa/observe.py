@@ -11,7 +11,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.kube import EVENT, INSTANCE, POD, PVC, TEMPLATE, Kube, Resource
+from jupyternetes_ssa.errors import BadSettings
+from jupyternetes_ssa.kube import (
+    EVENT,
+    INSTANCE,
+    POD,
+    PVC,
+    TEMPLATE,
+    Kube,
+    Resource,
+    UnknownKind,
+    kind_key,
+)
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Manifest
 
@@ -24,16 +35,38 @@ def key_of(obj: Manifest) -> Key:
     return meta.get("namespace", ""), meta["name"]
 
 
+def identity(obj: Manifest) -> tuple[str, Key]:
+    """(Kind.group, (namespace, name)): one object, whatever version it was read at."""
+    return kind_key(obj.get("apiVersion", ""), obj.get("kind", "")), key_of(obj)
+
+
 @dataclass
 class Observed:
-    """Objects by (namespace, name). `complete` is False unless every list succeeded."""
+    """Objects by (namespace, name); what we own also by kind (`Kind.group`, see kind_key).
+
+    `complete` is False unless every list succeeded.
+    """
 
     instances: dict[Key, Manifest] = field(default_factory=dict)
     templates: dict[Key, Manifest] = field(default_factory=dict)
-    pods: dict[Key, Manifest] = field(default_factory=dict)
-    pvcs: dict[Key, Manifest] = field(default_factory=dict)
+    owned: dict[str, dict[Key, Manifest]] = field(
+        default_factory=lambda: {POD.kind_key: {}, PVC.kind_key: {}}
+    )
     events: dict[Key, list[Manifest]] = field(default_factory=lambda: defaultdict(list))
     complete: bool = False
+
+    @property
+    def pods(self) -> dict[Key, Manifest]:
+        return self.owned[POD.kind_key]
+
+    @property
+    def pvcs(self) -> dict[Key, Manifest]:
+        return self.owned[PVC.kind_key]
+
+    def store_for(self, obj: Manifest) -> dict[Key, Manifest] | None:
+        if obj.get("kind") == INSTANCE.kind:
+            return self.instances
+        return self.owned.get(kind_key(obj.get("apiVersion", ""), obj.get("kind", "")))
 
     def remember(self, obj: Manifest) -> None:
         """Keep an object we just wrote, unless the cache already holds a newer version.
@@ -41,11 +74,7 @@ class Observed:
         Saves a redundant apply or status write when the next reconcile of the same instance
         runs before the watch has delivered our own change.
         """
-        store = {
-            "Pod": self.pods,
-            "PersistentVolumeClaim": self.pvcs,
-            "JupyterNotebookInstance": self.instances,
-        }.get(obj.get("kind", ""))
+        store = self.store_for(obj)
         if store is None:
             return
         key = key_of(obj)
@@ -53,8 +82,14 @@ class Observed:
         if cached is None or _newer(obj, cached):
             store[key] = obj
 
-    def live(self, section: str, key: Key) -> Manifest | None:
-        return (self.pods if section == "pods" else self.pvcs).get(key)
+    def forget(self, obj: Manifest) -> None:
+        store = self.store_for(obj)
+        if store is not None:
+            store.pop(key_of(obj), None)
+
+    def live(self, manifest: Manifest) -> Manifest | None:
+        """The live object for a manifest we would apply (None if absent or not watched)."""
+        return (self.store_for(manifest) or {}).get(key_of(manifest))
 
     def warnings_for(self, pod: Manifest) -> list[Manifest]:
         """Warning events about this pod (this incarnation: matched by uid), newest last."""
@@ -107,22 +142,45 @@ async def _list_all(
     return [item for lst in lists for item in lst.items]
 
 
-async def observe(kube: Kube, settings: Settings) -> Observed:
+async def owned_resources(kube: Kube, settings: Settings) -> list[Resource]:
+    """Pods, PVCs and the kinds the admin allows for otherResources (namespaced only)."""
+    extra = []
+    for spec in settings.allow_kinds:
+        try:
+            res = await kube.find_kind(spec)
+        except UnknownKind as err:
+            raise BadSettings(
+                err.message,
+                subject=f"--allow-kind {spec}",
+                fix="name a kind the apiserver serves, as Kind or Kind.group",
+            ) from err
+        if not res.namespaced:
+            raise BadSettings(
+                f"{res.kind} is cluster-scoped",
+                subject=f"--allow-kind {spec}",
+                fix="only namespaced kinds can belong to one notebook server",
+            )
+        extra.append(res)
+    return [PVC, POD, *extra]
+
+
+async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> Observed:
     """List everything one pass needs; raises if any list fails (never a partial picture)."""
     scope = settings.namespaces
     managed = {"label_selector": labels.MANAGED_SELECTOR}
-    instances, templates, pods, pvcs, events = await asyncio.gather(
+    instances, templates, events, *owned = await asyncio.gather(
         _list_all(kube, INSTANCE, scope),
         _list_all(kube, TEMPLATE, template_scope(settings)),
-        _list_all(kube, POD, scope, **managed),
-        _list_all(kube, PVC, scope, **managed),
         _list_all(kube, EVENT, scope, field_selector=WARNING_EVENTS),
+        *(_list_all(kube, res, scope, **managed) for res in resources),
     )
     seen = Observed(
         instances={key_of(o): o for o in instances},
         templates={key_of(o): o for o in templates},
-        pods={key_of(o): o for o in pods},
-        pvcs={key_of(o): o for o in pvcs},
+        owned={
+            res.kind_key: {key_of(o): o for o in objs}
+            for res, objs in zip(resources, owned, strict=True)
+        },
     )
     for event in events:
         seen.add_event(event)

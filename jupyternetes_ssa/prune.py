@@ -13,12 +13,10 @@ from __future__ import annotations
 from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.kube import POD, PVC, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
-from jupyternetes_ssa.observe import Key, Observed, key_of
+from jupyternetes_ssa.observe import Key, Observed, identity
 from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
 
-Wanted = dict[
-    Key, set[tuple[str, Key]] | None
-]  # instance -> (section, object) it wants; None: unknown
+Wanted = dict[Key, set[tuple[str, Key]] | None]  # instance -> objects it wants; None: unknown
 
 
 def ours(obj: Manifest) -> bool:
@@ -32,9 +30,12 @@ def _instances_by_label(observed: Observed) -> dict[tuple[str, str], Key]:
     return {(ns, safe_label_value(name)): (ns, name) for ns, name in observed.instances}
 
 
-def _why(
-    section: str, obj: Manifest, owners: dict[tuple[str, str], Key], wanted: Wanted
-) -> str | None:
+def _item_label(obj: Manifest) -> str:
+    lbl = obj["metadata"].get("labels") or {}
+    return next((lbl[k] for k in labels.ITEM_LABEL.values() if k in lbl), "?")
+
+
+def _why(obj: Manifest, owners: dict[tuple[str, str], Key], wanted: Wanted) -> str | None:
     """Why `obj` should go, or None when it should stay (or we cannot be sure)."""
     meta = obj["metadata"]
     lbl = meta.get("labels") or {}
@@ -44,29 +45,46 @@ def _why(
     if owner is None:
         return f"its instance {lbl.get(labels.INSTANCE, '?')} no longer exists"
     want = wanted.get(owner)
-    if want is None or (section, key_of(obj)) in want:
+    if want is None or identity(obj) in want:
         return None
-    return f"instance {owner[1]} no longer lists item {lbl.get(labels.ITEM_LABEL[section], '?')}"
+    item = _item_label(obj)
+    return f"instance {owner[1]} no longer lists item {item} (or its condition is false)"
+
+
+def deletable(obj: Manifest) -> bool:
+    """Pods always; others by their recorded deletionPolicy, PVCs kept without one (user data)."""
+    if obj["kind"] == POD.kind and obj["apiVersion"] == "v1":
+        return True
+    default = "Retain" if obj["kind"] == PVC.kind and obj["apiVersion"] == "v1" else "Delete"
+    annotations = obj["metadata"].get("annotations") or {}
+    return annotations.get(labels.DELETION_POLICY, default) == "Delete"
+
+
+def _candidate(obj: Manifest, reason: str, allowed: bool) -> PruneCandidate:
+    meta = obj["metadata"]
+    ref = ObjectRef(obj["kind"], meta["namespace"], meta["name"])
+    return PruneCandidate(
+        ref, meta["uid"], meta["resourceVersion"], reason, allowed, obj["apiVersion"]
+    )
+
+
+def _ours_alive(observed: Observed):
+    for objects in observed.owned.values():
+        for obj in objects.values():
+            if ours(obj) and not obj["metadata"].get("deletionTimestamp"):
+                yield obj
 
 
 def plan_prune(observed: Observed, wanted: Wanted) -> list[PruneCandidate]:
-    """What to delete (allowed) or report as kept (PVCs under Retain)."""
+    """What to delete (allowed) or report as kept (deletionPolicy Retain)."""
     if not observed.complete:
         return []
     owners = _instances_by_label(observed)
     found = []
-    for section, objects in (("pods", observed.pods), ("pvcs", observed.pvcs)):
-        for obj in objects.values():
-            meta = obj["metadata"]
-            if meta.get("deletionTimestamp") or not ours(obj):
-                continue
-            reason = _why(section, obj, owners, wanted)
-            if reason is None:
-                continue
-            policy = (meta.get("annotations") or {}).get(labels.DELETION_POLICY, "Retain")
-            allowed = section == "pods" or policy == "Delete"
-            ref = ObjectRef(obj["kind"], meta["namespace"], meta["name"])
-            found.append(PruneCandidate(ref, meta["uid"], meta["resourceVersion"], reason, allowed))
+    for obj in _ours_alive(observed):
+        reason = _why(obj, owners, wanted)
+        if reason is not None:
+            found.append(_candidate(obj, reason, deletable(obj)))
     return found
 
 
@@ -76,7 +94,7 @@ async def prune(
     """Delete the allowed candidates; returns those deleted (or that would be, with dry_run)."""
     deleted = []
     for cand in (c for c in candidates if c.allowed):
-        res = POD if cand.ref.kind == "Pod" else PVC
+        res = await kube.resource(cand.api_version, cand.ref.kind)
         try:
             gone = await kube.delete(
                 res,
@@ -95,35 +113,27 @@ async def prune(
     return deleted
 
 
+def _of_instance(observed: Observed, namespace: str, name: str):
+    value = safe_label_value(name)
+    for objects in observed.owned.values():
+        for (ns, _), obj in objects.items():
+            if (
+                ns == namespace
+                and (obj["metadata"].get("labels") or {}).get(labels.INSTANCE) == value
+            ):
+                yield obj
+
+
 def plan_purge(observed: Observed, namespace: str, name: str) -> list[PruneCandidate]:
     """Everything of ours labelled for this instance, PVCs included (spec.purge asked for it)."""
-    value = safe_label_value(name)
-    found = []
-    for objects in (observed.pods, observed.pvcs):
-        for (ns, _), obj in objects.items():
-            meta = obj["metadata"]
-            if ns != namespace or (meta.get("labels") or {}).get(labels.INSTANCE) != value:
-                continue
-            if ours(obj) and not meta.get("deletionTimestamp"):
-                ref = ObjectRef(obj["kind"], ns, meta["name"])
-                found.append(
-                    PruneCandidate(
-                        ref,
-                        meta["uid"],
-                        meta["resourceVersion"],
-                        "its instance asked for its data to be deleted (spec.purge)",
-                        True,
-                    )
-                )
-    return found
+    reason = "its instance asked for its data to be deleted (spec.purge)"
+    return [
+        _candidate(obj, reason, True)
+        for obj in _of_instance(observed, namespace, name)
+        if ours(obj) and not obj["metadata"].get("deletionTimestamp")
+    ]
 
 
 def remaining(observed: Observed, namespace: str, name: str) -> int:
     """How many of the instance's objects still exist (terminating ones included)."""
-    value = safe_label_value(name)
-    return sum(
-        1
-        for objects in (observed.pods, observed.pvcs)
-        for (ns, _), obj in objects.items()
-        if ns == namespace and (obj["metadata"].get("labels") or {}).get(labels.INSTANCE) == value
-    )
+    return sum(1 for _ in _of_instance(observed, namespace, name))

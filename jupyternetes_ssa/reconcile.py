@@ -13,10 +13,15 @@ from datetime import UTC, datetime
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.apply import HELD_BACK, apply_items
-from jupyternetes_ssa.errors import JupyternetesError, TemplateNotAllowed, TemplateNotFound
-from jupyternetes_ssa.kube import INSTANCE, POD, ApiError, Kube
+from jupyternetes_ssa.errors import (
+    JupyternetesError,
+    KindNotAllowed,
+    TemplateNotAllowed,
+    TemplateNotFound,
+)
+from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, kind_key
 from jupyternetes_ssa.names import safe_label_value
-from jupyternetes_ssa.observe import Key, Observed, key_of, observe
+from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
@@ -73,14 +78,31 @@ def live_views(observed: Observed, instance: Manifest) -> list[ItemView]:
     ns, name = key_of(instance)
     value = safe_label_value(name)
     views = []
-    for section, objects in (("pvcs", observed.pvcs), ("pods", observed.pods)):
+    for objects in observed.owned.values():
         for (o_ns, o_name), obj in objects.items():
             lbl = obj["metadata"].get("labels") or {}
-            if o_ns == ns and lbl.get(labels.INSTANCE) == value:
-                views.append(
-                    ItemView(section, lbl.get(labels.ITEM_LABEL[section], o_name), o_name, obj)
-                )
+            if o_ns != ns or lbl.get(labels.INSTANCE) != value:
+                continue
+            section = next((s for s, key in labels.ITEM_LABEL.items() if key in lbl), None)
+            if section is not None:
+                views.append(ItemView(section, lbl[labels.ITEM_LABEL[section]], o_name, obj))
     return views
+
+
+def check_kinds(rendered: Rendered, observed: Observed, subject: str) -> None:
+    """Only the kinds this reconciler watches (pods, PVCs, --allow-kind) may be applied."""
+    for item in rendered.items:
+        manifest = item.manifest
+        if observed.store_for(manifest) is None:
+            spec = kind_key(manifest["apiVersion"], manifest["kind"])
+            raise KindNotAllowed(
+                f"{manifest['kind']} ({manifest['apiVersion']}) is not a kind this reconciler "
+                "may create",
+                subject=subject,
+                path=f"{item.section}[{item.item}].kind",
+                fix=f"ask the cluster admin to start the reconciler with --allow-kind {spec} "
+                "(and to grant it RBAC on that kind), or remove the item",
+            )
 
 
 async def write_status(
@@ -110,6 +132,7 @@ async def _converge(
 ) -> tuple[list[ItemView], Rendered | None]:
     try:
         rendered = render(resolve_template(observed, instance, settings), instance)
+        check_kinds(rendered, observed, str(result.instance))
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
         return live_views(observed, instance), None
@@ -144,8 +167,13 @@ async def _purge(
         result.error, result.reason = f"{result.instance}: purge failed: {err}", "PurgeFailed"
         deleted = []
     for cand in deleted:
-        store = observed.pods if cand.ref.kind == "Pod" else observed.pvcs
-        store.pop((cand.ref.namespace, cand.ref.name), None)
+        observed.forget(
+            {
+                "apiVersion": cand.api_version,
+                "kind": cand.ref.kind,
+                "metadata": {"namespace": cand.ref.namespace, "name": cand.ref.name},
+            }
+        )
     left = remaining(observed, ns, name)
     status = purge_status(instance, left, now=now(), error=result.error)
     result.status_written = await write_status(kube, observed, instance, status, settings.dry_run)
@@ -179,7 +207,7 @@ async def reconcile_instance(
         return result, None
     if result.error:
         log.warning("%s", result.error)
-    wanted = {(i.section, key_of(i.manifest)) for i in rendered.items} if rendered else None
+    wanted = {identity(i.manifest) for i in rendered.items} if rendered else None
     return result, wanted
 
 
@@ -189,15 +217,17 @@ async def _finish_recreates(
     """Once mode: wait for pods we deleted to be gone, then converge the instance again."""
     recreating = [o for o in result.outcomes if o.action == "recreating"]
     for o in recreating:
-        meta = (o.live or {}).get("metadata", {})
-        await wait_gone(kube, POD, meta["namespace"], meta["name"], meta.get("uid"))
-        observed.pods.pop((meta["namespace"], meta["name"]), None)
+        live = o.live or {}
+        meta = live.get("metadata", {})
+        res = await kube.resource(live["apiVersion"], live["kind"])
+        await wait_gone(kube, res, meta["namespace"], meta["name"], meta.get("uid"))
+        observed.forget(live)
     return await reconcile_instance(kube, observed, instance, settings)
 
 
 async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = False) -> Summary:
     """One full pass over every served instance, then garbage collection."""
-    observed = await observe(kube, settings)
+    observed = await observe(kube, settings, await owned_resources(kube, settings))
     summary = Summary()
     wanted: Wanted = {}
     gate = asyncio.Semaphore(settings.concurrency)
@@ -235,4 +265,4 @@ def _wanted_only(observed: Observed, instance: Manifest, settings: Settings) -> 
         rendered = render(resolve_template(observed, instance, settings), instance)
     except JupyternetesError:
         return None
-    return {(i.section, key_of(i.manifest)) for i in rendered.items}
+    return {identity(i.manifest) for i in rendered.items}

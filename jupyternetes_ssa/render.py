@@ -26,12 +26,33 @@ from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, Rend
 INSTANCE_KIND = "JupyterNotebookInstance"
 TEMPLATE_KIND = "JupyterNotebookTemplate"
 KINDS: dict[Section, str] = {"pvcs": "PersistentVolumeClaim", "pods": "Pod"}
+# Item fields that configure us rather than the object; every other field of an otherResources
+# item (spec, data, stringData, rules, ...) becomes a top-level field of the object.
+ITEM_FIELDS = frozenset(
+    {
+        "name",
+        "resourceName",
+        "labels",
+        "annotations",
+        "ownedByInstance",
+        "recreateOnChange",
+        "deletionPolicy",
+        "condition",
+        "apiVersion",
+        "kind",
+    }
+)
+CONDITION_OPERATORS = ("equals", "notEquals", "in", "notIn", "present")
 
 VAR_INSTANCE_NAME = "jupyternetes.instance.name"
 VAR_INSTANCE_NAMESPACE = "jupyternetes.instance.namespace"
 VAR_TEMPLATE_NAME = "jupyternetes.template.name"
 VAR_TEMPLATE_NAMESPACE = "jupyternetes.template.namespace"
-ITEM_VAR_PREFIX: dict[Section, str] = {"pvcs": "jupyternetes.pvcs.", "pods": "jupyternetes.pods."}
+ITEM_VAR_PREFIX: dict[Section, str] = {
+    "pvcs": "jupyternetes.pvcs.",
+    "otherResources": "jupyternetes.other.",
+    "pods": "jupyternetes.pods.",
+}
 
 # A well-formed placeholder name; anything else after `{` is a brace error.
 _NAME = r"[A-Za-z0-9_./-]+"
@@ -263,7 +284,9 @@ def _check_item(section: Section, index: int, item: Any) -> str:
     if not is_dns_label(name):
         raise _error(f"item name {_q(name)} is not a DNS label", f"{path}.name", "rename it")
     path = f"{section}[{name}]"
-    if not isinstance(item.get("spec"), Mapping):
+    if section == "otherResources":
+        _check_other(item, path)
+    elif not isinstance(item.get("spec"), Mapping):
         raise _error("the item has no spec map", f"{path}.spec", "add its spec")
     for field in ("labels", "annotations"):
         if not isinstance(item.get(field) or {}, Mapping):
@@ -274,6 +297,90 @@ def _check_item(section: Section, index: int, item: Any) -> str:
     if item.get("deletionPolicy", "Retain") not in ("Retain", "Delete"):
         raise _error("deletionPolicy must be Retain or Delete", f"{path}.deletionPolicy")
     return name
+
+
+def _check_other(item: Mapping[str, Any], path: str) -> None:
+    """An otherResources item names its kind; its body is any top-level field but ours."""
+    for field in ("apiVersion", "kind"):
+        if not isinstance(item.get(field), str) or not item.get(field):
+            raise _error(
+                f"an otherResources item needs {field}",
+                f"{path}.{field}",
+                f"set {field} (e.g. apiVersion: v1, kind: ConfigMap)",
+            )
+    for field in ("metadata", "status"):
+        if field in item:
+            raise _error(
+                f"{field} cannot be set on a template item",
+                f"{path}.{field}",
+                "use the item's name/resourceName, labels and annotations",
+            )
+
+
+def _check_condition(condition: Any, path: str) -> None:
+    """The small, safe rule language: one variable, then any of the operators, all must hold."""
+    if not isinstance(condition, Mapping) or not isinstance(condition.get("variable"), str):
+        raise _error(
+            "a condition needs `variable`, the name of the variable it tests",
+            path,
+            "e.g. condition: {variable: profile, equals: gpu}",
+        )
+    unknown = set(condition) - {"variable", *CONDITION_OPERATORS}
+    if unknown:
+        raise _error(
+            f"unknown condition field(s) {sorted(unknown)}",
+            path,
+            f"use variable with {', '.join(CONDITION_OPERATORS)}",
+        )
+    if not any(op in condition for op in CONDITION_OPERATORS):
+        raise _error(
+            "a condition needs an operator", path, f"add one of {', '.join(CONDITION_OPERATORS)}"
+        )
+    for op in ("in", "notIn"):
+        if op in condition and not (
+            isinstance(condition[op], list) and all(isinstance(v, str) for v in condition[op])
+        ):
+            raise _error(f"{op} must be a list of strings", f"{path}.{op}")
+    for op in ("equals", "notEquals"):
+        if op in condition and not isinstance(condition[op], str):
+            raise _error(f"{op} must be a string", f"{path}.{op}", "quote the value")
+    if "present" in condition and not isinstance(condition["present"], bool):
+        raise _error("present must be true or false", f"{path}.present")
+
+
+def condition_holds(condition: Mapping[str, Any] | None, variables: Mapping[str, str]) -> bool:
+    """True when the item should exist: no condition, or every operator given holds."""
+    if condition is None:
+        return True
+    value = variables.get(condition["variable"])
+    checks = {
+        "present": lambda want: (value is not None) is want,
+        "equals": lambda want: value == want,
+        "notEquals": lambda want: value != want,
+        "in": lambda want: value in want,
+        "notIn": lambda want: value not in want,
+    }
+    return all(check(condition[op]) for op, check in checks.items() if op in condition)
+
+
+def _active_items(
+    items: list[tuple[Section, Mapping[str, Any]]], variables: Mapping[str, str]
+) -> list[tuple[Section, Mapping[str, Any]]]:
+    """The items whose condition holds for this instance (the others are simply not wanted)."""
+    active = []
+    for section, item in items:
+        if item.get("condition") is not None:
+            _check_condition(item["condition"], f"{section}[{item['name']}].condition")
+        if condition_holds(item.get("condition"), variables):
+            active.append((section, item))
+    return active
+
+
+def _kind_of(section: Section, item: Mapping[str, Any]) -> tuple[str, str]:
+    """(apiVersion, kind) of the object an item makes."""
+    if section == "otherResources":
+        return item["apiVersion"], item["kind"]
+    return "v1", KINDS[section]
 
 
 def _object_name(section: Section, item: Mapping[str, Any], ctx: _Context) -> str:
@@ -299,17 +406,18 @@ def _object_names(
 ) -> dict[tuple[Section, str], str]:
     """Every item's final name; two items of one kind may not share an object."""
     names: dict[tuple[Section, str], str] = {}
-    taken: dict[tuple[Section, str], str] = {}
+    taken: dict[tuple[str, str], str] = {}
     for section, item in items:
         name = _object_name(section, item, ctx)
-        if (section, name) in taken:
+        kind = _kind_of(section, item)[1]
+        if (kind, name) in taken:
             field = ".resourceName" if "resourceName" in item else ""
             raise _error(
-                f'renders to the same name "{name}" as {section}[{taken[section, name]}]',
+                f'renders to the same {kind} name "{name}" as {taken[kind, name]}',
                 f"{section}[{item['name']}]{field}",
                 "give the items different resourceName patterns",
             )
-        taken[section, name] = item["name"]
+        taken[kind, name] = f"{section}[{item['name']}]"
         names[section, item["name"]] = name
     return names
 
@@ -343,8 +451,8 @@ def _our_labels(section: Section, item_name: str, ctx: _Context) -> dict[str, st
 
 
 def _owned(section: Section, item: Mapping[str, Any], ctx: _Context) -> bool:
-    """Pods are owned unless opted out; PVCs hold user data, so only when opted in."""
-    return ctx.uid is not None and item.get("ownedByInstance", section == "pods") is True
+    """Pods and other objects are owned unless opted out; PVCs hold user data: only opted in."""
+    return ctx.uid is not None and item.get("ownedByInstance", section != "pvcs") is True
 
 
 def _render_item(
@@ -364,26 +472,32 @@ def _render_item(
         metadata["annotations"] = annotations
     if _owned(section, item, ctx):
         metadata["ownerReferences"] = [_owner_reference(ctx)]
-    manifest = {
-        "apiVersion": "v1",
-        "kind": KINDS[section],
-        "metadata": metadata,
-        "spec": render_tree(item["spec"], ctx.variables, f"{base}.spec"),
-    }
+    api_version, kind = _kind_of(section, item)
+    manifest = {"apiVersion": api_version, "kind": kind, "metadata": metadata}
+    for field, value in _body(section, item).items():
+        manifest[field] = render_tree(value, ctx.variables, f"{base}.{field}")
     return RenderedItem(
         section=section,
         item=item["name"],
         manifest=manifest,
         recreate_on_change=section == "pods" and item.get("recreateOnChange", False),
-        deletion_policy=item.get("deletionPolicy", "Retain") if section == "pvcs" else "Delete",
+        deletion_policy=item.get("deletionPolicy", "Retain" if section == "pvcs" else "Delete"),
     )
+
+
+def _body(section: Section, item: Mapping[str, Any]) -> dict[str, Any]:
+    """What goes into the object besides metadata: `spec`, or for other kinds any field."""
+    if section != "otherResources":
+        return {"spec": item["spec"]}
+    return {k: v for k, v in item.items() if k not in ITEM_FIELDS}
 
 
 # --- public entry points ---------------------------------------------------------------------
 
 
 def render(template: Manifest, instance: Manifest) -> Rendered:
-    """Return every object the instance should have (PVCs first), or raise RenderError."""
+    """Return every object the instance should have (PVCs, other objects, then pods), or raise
+    RenderError. Items whose `condition` does not hold are left out."""
     inst = _instance_ref(instance)
     try:
         return _render(template, instance, inst)
@@ -402,7 +516,7 @@ def _render(template: Manifest, instance: Manifest, inst: ObjectRef) -> Rendered
     uid = _get(instance, "metadata", "uid") or None
     user = _instance_variables(instance)
     ctx = _Context(inst, tmpl, uid, _base_variables(user, inst, tmpl))
-    items = _items(template)
+    items = _active_items(_items(template), ctx.variables)
     names = _object_names(items, ctx)
     item_vars = {f"{ITEM_VAR_PREFIX[s]}{i}": n for (s, i), n in names.items()}
     _check_no_override(user, item_vars)

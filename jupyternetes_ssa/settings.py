@@ -15,6 +15,7 @@ def _identity() -> str:
 class Settings:
     namespaces: tuple[str, ...] = ()  # instances served; empty = every namespace
     template_namespaces: tuple[str, ...] = ()  # where templates may come from; empty = anywhere
+    allow_kinds: tuple[str, ...] = ()  # otherResources kinds templates may create (Kind[.group])
     recreate_pods: bool = False  # delete + re-create pods whose change is forbidden in place
     dry_run: bool = False  # compute and report, write nothing
     concurrency: int = 8  # instances reconciled at once

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyternetes_ssa.observe import Observed
-from jupyternetes_ssa.types import ItemOutcome, Manifest
+from jupyternetes_ssa.types import SECTIONS, ItemOutcome, Manifest
 
 OURS = (
+    "otherResources",
+    "otherResourcesProvisioned",
     "observedGeneration",
     "phase",
     "podsProvisioned",
@@ -112,7 +114,7 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
     else:
         entry["state"] = "Processed" if view.live else "Missing"
         problem = ""
-        if view.live:
+        if view.live and view.section == "pvcs":
             params["phase"] = view.live.get("status", {}).get("phase", "Pending")
     if view.action == "failed":  # an object that exists keeps its state: it may still serve
         entry["state"] = entry["state"] if view.live else "Error"
@@ -216,9 +218,11 @@ def instance_status(
 ) -> dict[str, Any]:
     """The whole status we own for `instance` (compare with `ours(live)` before writing)."""
     generation = instance["metadata"].get("generation", 0)
-    pods = {v.item: item_status(v, observed) for v in views if v.section == "pods"}
-    pvcs = {v.item: item_status(v, observed) for v in views if v.section == "pvcs"}
-    items = {f"pods[{k}]": e for k, e in pods.items()} | {f"pvcs[{k}]": e for k, e in pvcs.items()}
+    sections = {
+        s: {v.item: item_status(v, observed) for v in views if v.section == s} for s in SECTIONS
+    }
+    pods = sections["pods"]
+    items = {f"{s}[{k}]": e for s, entries in sections.items() for k, e in entries.items()}
     ready = bool(pods) and all(e["state"] == "Running" for e in pods.values())
     degraded = _degraded(error, reason, views, items)
     progressing = _progress(views, pods) if not degraded[0] else (False, degraded[1], "")
@@ -237,10 +241,8 @@ def instance_status(
     return {
         "observedGeneration": generation,
         "phase": phase_of(error, pods, ready),
-        "podsProvisioned": provisioned(pods),
-        "pvcsProvisioned": provisioned(pvcs),
-        "pods": pods,
-        "pvcs": pvcs,
+        **{f"{s}Provisioned": provisioned(entries) for s, entries in sections.items()},
+        **sections,
         "conditions": conditions,
     }
 

@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Manifest = dict[str, Any]
-Section = Literal["pvcs", "pods"]
-SECTIONS: tuple[Section, ...] = (
-    "pvcs",
-    "pods",
-)  # apply order: claims before the pods mounting them
+Section = Literal["pvcs", "otherResources", "pods"]
+# Apply order: claims and other objects (ConfigMaps, Secrets, ...) before the pods that use them.
+SECTIONS: tuple[Section, ...] = ("pvcs", "otherResources", "pods")
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class RenderedItem:
     item: str
     manifest: Manifest
     recreate_on_change: bool = False  # pods: delete + re-create when a change is forbidden in place
-    deletion_policy: Literal["Retain", "Delete"] = "Retain"  # pods are always collected
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"  # what GC may do once unwanted
 
     @property
     def name(self) -> str:
@@ -76,7 +74,8 @@ class PruneCandidate:
     uid: str
     resource_version: str
     reason: str
-    allowed: bool  # False: a PVC kept by its Retain policy
+    allowed: bool  # False: kept by its deletionPolicy Retain (PVCs by default)
+    api_version: str = "v1"
 
 
 @dataclass

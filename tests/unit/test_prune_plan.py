@@ -11,7 +11,7 @@ import yaml
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.apply import stamped
-from jupyternetes_ssa.observe import Key, Observed, key_of
+from jupyternetes_ssa.observe import Key, Observed, identity, key_of
 from jupyternetes_ssa.prune import Wanted, plan_prune
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.types import ObjectRef, RenderedItem
@@ -68,7 +68,7 @@ def observe(instances: list[dict], objects: list[dict[str, dict]], complete: boo
 
 
 def wants_all(inst: dict, objects: dict[str, dict]) -> Wanted:
-    return {key_of(inst): {(section, key_of(obj)) for section, obj in objects.items()}}
+    return {key_of(inst): {identity(obj) for obj in objects.values()}}
 
 
 def by_kind(candidates) -> dict[str, object]:
@@ -237,7 +237,7 @@ def test_instance_not_yet_reconciled_protects_everything() -> None:
 def test_item_no_longer_wanted_is_a_candidate() -> None:
     inst = an_instance()
     objs = live_objects(inst, deletionPolicy="Delete")
-    wanted: dict[Key, set | None] = {key_of(inst): {("pvcs", key_of(objs["pvcs"]))}}
+    wanted: dict[Key, set | None] = {key_of(inst): {identity(objs["pvcs"])}}
     candidates = plan_prune(observe([inst], [objs]), wanted)
     assert len(candidates) == 1
     (pod,) = candidates
@@ -251,7 +251,7 @@ def test_pvc_no_longer_wanted_follows_its_policy() -> None:
     inst = an_instance()
     for policy, allowed in (("Retain", False), ("Delete", True)):
         objs = live_objects(inst, deletionPolicy=policy)
-        wanted: Wanted = {key_of(inst): {("pods", key_of(objs["pods"]))}}
+        wanted: Wanted = {key_of(inst): {identity(objs["pods"])}}
         (pvc,) = plan_prune(observe([inst], [objs]), wanted)
         assert pvc.ref.kind == "PersistentVolumeClaim"
         assert pvc.allowed is allowed
@@ -268,11 +268,11 @@ def test_an_empty_wanted_set_lets_everything_go() -> None:
     }
 
 
-def test_wanted_matches_section_as_well_as_name() -> None:
+def test_wanted_matches_kind_as_well_as_name() -> None:
     inst = an_instance()
     objs = live_objects(inst)
     pod_key = key_of(objs["pods"])
-    wanted: Wanted = {key_of(inst): {("pvcs", pod_key), ("pvcs", key_of(objs["pvcs"]))}}
+    wanted: Wanted = {key_of(inst): {("PersistentVolumeClaim", pod_key), identity(objs["pvcs"])}}
     candidates = plan_prune(observe([inst], [objs]), wanted)
     assert [c.ref for c in candidates] == [ObjectRef("Pod", *pod_key)]
 

@@ -587,8 +587,14 @@ def test_needs_write_false_in_a_steady_state() -> None:
 
 def test_needs_write_ignores_status_fields_we_do_not_own() -> None:
     live, desired = steady()
-    live["status"].update(otherResources={}, otherResourcesProvisioned={}, hubNote="x")
+    live["status"].update(hubNote="x")
     assert needs_write(live, desired) is False
+
+
+def test_needs_write_takes_over_the_originals_empty_other_resources_fields() -> None:
+    live, desired = steady()
+    live["status"].update(otherResourcesProvisioned={})  # how the original's example has it
+    assert needs_write(live, desired) is True
 
 
 def test_needs_write_true_without_any_live_status() -> None:

@@ -1,0 +1,335 @@
+"""End to end: a real JupyterHub (with its proxy) spawns through JupyternetesSpawner, holding only
+the Role in examples/hub-rbac.yaml; the continuous reconciler renders the pod; the fake node runs
+the real `jupyterhub-singleuser` on the pod's loopback address; a request through the hub's proxy
+reaches it. Then stop, start again on the same PVC, and delete the user (PVC purged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from reconcile_helpers import EXAMPLES, put
+
+from jupyternetes_ssa.kube import INSTANCE, PVC, TEMPLATE, ApiError, Kube, Resource
+from jupyternetes_ssa.local_cluster import wait_for
+from jupyternetes_ssa.local_cluster.identity import can, request_token, token_kubeconfig
+from jupyternetes_ssa.spawner import instance_name
+
+pytestmark = pytest.mark.integration
+SECRET = Resource("v1", "Secret", "secrets")
+NAMESPACE = Resource("v1", "Namespace", "namespaces")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Hub:
+    url: str  # the proxy: what users talk to
+    api: httpx.AsyncClient  # the hub's REST API, as an admin service
+    namespace: str
+    kubeconfig: Path  # the hub's own narrow identity
+    log: Path
+
+
+@pytest.fixture(scope="module")
+async def hub_namespace(cluster) -> AsyncIterator[str]:
+    kube = Kube(cluster.api)
+    name = f"hub-{uuid.uuid4().hex[:6]}"
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    await kube.delete(NAMESPACE, "", name)
+
+
+@pytest.fixture(scope="module")
+async def hub_identity(cluster, hub_namespace: str, tmp_path_factory) -> Path:
+    """The hub's ServiceAccount with exactly the Roles of examples/hub-rbac.yaml."""
+    kube = Kube(cluster.api)
+    for doc in yaml.safe_load_all((EXAMPLES / "hub-rbac.yaml").read_text()):
+        doc["metadata"]["namespace"] = hub_namespace
+        await _create(kube, doc)
+    user = f"system:serviceaccount:{hub_namespace}:jupyterhub"
+    await wait_for(
+        lambda: can(
+            cluster.api, user, hub_namespace, "create", "jupyternotebookinstances", "kadense.io"
+        ),
+        timeout=30,
+        message="RBAC grants the hub its Role",
+    )
+    token = await request_token(cluster.api, hub_namespace, "jupyterhub")
+    out = tmp_path_factory.mktemp("hub-identity") / "kubeconfig"
+    return token_kubeconfig(cluster.kubeconfig, token, out, hub_namespace)
+
+
+async def _create(kube: Kube, doc: dict) -> None:
+    from jupyternetes_ssa.kube import BY_KIND
+
+    res = BY_KIND.get(doc["kind"]) or _rbac(doc)
+    await kube.request(
+        "POST", res, doc["metadata"]["namespace"], res.url(), content=json.dumps(doc)
+    )
+
+
+def _rbac(doc: dict) -> Resource:
+    plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}
+    return Resource(doc["apiVersion"], doc["kind"], plural[doc["kind"]])
+
+
+@pytest.fixture(scope="module")
+async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIterator[None]:
+    """The continuous reconciler, as its own process with its own (admin) credentials."""
+    log = tmp_path_factory.mktemp("reconciler") / "reconciler.log"
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyternetes_ssa",
+                "reconcile",
+                "-n",
+                hub_namespace,
+                "--health-port",
+                "0",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    yield
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+async def hub(
+    cluster, hub_namespace, hub_identity, reconciler, tmp_path_factory
+) -> AsyncIterator[Hub]:
+    kube = Kube(cluster.api)
+    template = yaml.safe_load((EXAMPLES / "hub-template.yaml").read_text())
+    template["metadata"]["namespace"] = hub_namespace
+    await put(kube, template)
+    workdir = tmp_path_factory.mktemp("jupyterhub")
+    token = secrets.token_hex(16)
+    proxy_port, hub_port = free_port(), free_port()
+    chp = str(Path(sys.executable).parent / "configurable-http-proxy")
+    (workdir / "jupyterhub_config.py").write_text(
+        textwrap.dedent(f"""
+        c.JupyterHub.ip = "127.0.0.1"
+        c.JupyterHub.port = {proxy_port}
+        c.JupyterHub.hub_ip = "127.0.0.1"
+        c.JupyterHub.hub_port = {hub_port}
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+        c.ConfigurableHTTPProxy.command = [{chp!r}]
+        c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
+        c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
+        c.JupyterHub.allow_named_servers = True
+        c.JupyterHub.authenticator_class = "null"
+        c.JupyterHub.services = [{{"name": "e2e", "api_token": "{token}"}}]
+        c.JupyterHub.load_roles = [{{"name": "e2e", "services": ["e2e"],
+            "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"]}}]
+        c.JupyterHub.spawner_class = "jupyternetes"
+        c.JupyternetesSpawner.namespace = "{hub_namespace}"
+        c.JupyternetesSpawner.template_name = "hub-template"
+        c.JupyternetesSpawner.kubeconfig = "{hub_identity}"
+        c.JupyternetesSpawner.api_token_secret = True
+        c.JupyternetesSpawner.start_timeout = 120
+        c.JupyternetesSpawner.http_timeout = 60
+        c.JupyternetesSpawner.delete_timeout = 60
+    """)
+    )
+    log = workdir / "jupyterhub.log"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("KUBECONFIG", None)  # the hub must use nothing but its own narrow identity
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(workdir / "jupyterhub_config.py")],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{proxy_port}"
+    api = httpx.AsyncClient(
+        base_url=f"{base}/hub/api", timeout=30, headers={"Authorization": f"token {token}"}
+    )
+    try:
+        await wait_for(lambda: _up(api), timeout=60, message=f"JupyterHub up (log: {log})")
+        yield Hub(base, api, hub_namespace, hub_identity, log)
+    finally:
+        await api.aclose()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print(log.read_text()[-5000:])
+
+
+async def _up(api: httpx.AsyncClient) -> bool:
+    return (await api.get("/")).status_code == 200
+
+
+async def _server(hub: Hub, user: str, server: str = "") -> dict:
+    model = (await hub.api.get(f"/users/{user}")).json()
+    return (model.get("servers") or {}).get(server) or {}
+
+
+async def _start(hub: Hub, user: str, server: str = "") -> dict:
+    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+    response = await hub.api.post(path)
+    assert response.status_code in (201, 202), response.text
+
+    async def ready() -> dict | None:
+        model = await _server(hub, user, server)
+        return model if model.get("ready") else None
+
+    return await wait_for(
+        ready,
+        timeout=150,
+        interval=0.5,
+        message=f"server {user}/{server} ready (hub log: {hub.log})",
+    )
+
+
+async def _stop(hub: Hub, user: str, server: str = "") -> None:
+    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+    response = await hub.api.delete(path)
+    assert response.status_code in (202, 204), response.text
+
+    async def stopped() -> bool:
+        return not await _server(hub, user, server)
+
+    await wait_for(stopped, timeout=90, interval=0.5, message=f"server {user}/{server} stopped")
+
+
+async def _user_token(hub: Hub, user: str) -> str:
+    response = await hub.api.post(f"/users/{user}/tokens", json={"note": "e2e"})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+async def _through_proxy(hub: Hub, user: str, token: str, server: str = "") -> httpx.Response:
+    prefix = f"/user/{user}/{server}/" if server else f"/user/{user}/"
+    async with httpx.AsyncClient(base_url=hub.url, timeout=30) as client:
+        return await client.get(f"{prefix}api/status", headers={"Authorization": f"token {token}"})
+
+
+async def test_a_user_server_starts_serves_through_the_proxy_restarts_and_is_deleted(
+    cluster, hub: Hub
+):
+    kube = Kube(cluster.api)
+    user = "alice"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+    token = await _user_token(hub, user)
+    name = instance_name(user)
+
+    model = await _start(hub, user)
+
+    instance = await kube.get(INSTANCE, hub.namespace, name)
+    assert instance["spec"]["template"]["name"] == "hub-template"
+    variables = instance["spec"]["variables"]
+    assert "jupyterhub.api_token" not in variables, "the token must not sit in the instance"
+    assert not any(token in v for v in variables.values())
+    assert variables["jupyterhub.user.name"] == user
+    assert variables["jupyternetes.instance.name"] == name
+    secret_name = variables["jupyterhub.api_token_secret"]
+    secret = await kube.get(SECRET, hub.namespace, secret_name)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == instance["metadata"]["uid"]
+    address = instance["status"]["pods"]["notebook"]["podAddress"]
+    assert address.startswith("127.")
+    assert model["url"] == f"/user/{user}/"
+
+    response = await _through_proxy(hub, user, token)
+    assert response.status_code == 200, response.text
+    assert "started" in response.json()  # jupyter_server's /api/status, from the real process
+    pvc_uid = (await kube.get(PVC, hub.namespace, f"{name}-home"))["metadata"]["uid"]
+
+    await _stop(hub, user)
+
+    assert await kube.get(INSTANCE, hub.namespace, name) is None
+    assert (await kube.get(PVC, hub.namespace, f"{name}-home"))["metadata"]["uid"] == pvc_uid
+
+    await _start(hub, user)
+
+    assert (await kube.get(PVC, hub.namespace, f"{name}-home"))["metadata"]["uid"] == pvc_uid
+    assert (await _through_proxy(hub, user, token)).status_code == 200
+
+    await _stop(hub, user)
+    response = await hub.api.delete(f"/users/{user}")
+    assert response.status_code == 204, response.text
+
+    await wait_for(
+        lambda: _gone(kube, PVC, hub.namespace, f"{name}-home"),
+        timeout=60,
+        message="the deleted user's PVC is purged by the reconciler",
+    )
+    assert await kube.get(INSTANCE, hub.namespace, name) is None
+
+
+async def _gone(kube: Kube, res, ns: str, name: str) -> bool:
+    return await kube.get(res, ns, name) is None
+
+
+async def test_named_servers_get_their_own_instances(cluster, hub: Hub):
+    kube = Kube(cluster.api)
+    user = "bob"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+    token = await _user_token(hub, user)
+
+    await _start(hub, user)
+    await _start(hub, user, "second")
+
+    names = {instance_name(user), instance_name(user, "second")}
+    assert len(names) == 2
+    for name in names:
+        assert await kube.get(INSTANCE, hub.namespace, name) is not None
+    assert (await _through_proxy(hub, user, token, "second")).status_code == 200
+    assert (await _through_proxy(hub, user, token)).status_code == 200
+    await _stop(hub, user, "second")
+    await _stop(hub, user)
+
+
+async def test_the_hubs_identity_cannot_touch_pods_pvcs_or_templates(hub: Hub):
+    kube = await Kube.connect(kubeconfig=str(hub.kubeconfig))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "breakout", "namespace": hub.namespace},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }
+    with pytest.raises(ApiError) as refused:
+        await kube.create(pod)
+    assert refused.value.status == 403
+    with pytest.raises(ApiError) as refused:
+        await kube.apply(
+            {
+                "apiVersion": TEMPLATE.api_version,
+                "kind": TEMPLATE.kind,
+                "metadata": {"name": "hub-template", "namespace": hub.namespace},
+                "spec": {"pods": []},
+            },
+            field_manager="hub",
+        )
+    assert refused.value.status == 403
+    with pytest.raises(ApiError) as refused:
+        await kube.list(PVC, hub.namespace)
+    assert refused.value.status == 403
+    with pytest.raises(ApiError) as refused:
+        await kube.list(SECRET, hub.namespace)
+    assert refused.value.status == 403
