@@ -123,6 +123,8 @@ async def hub(
     kube = Kube(cluster.api)
     template = yaml.safe_load((EXAMPLES / "hub-template.yaml").read_text())
     template["metadata"]["namespace"] = hub_namespace
+    if os.geteuid() == 0:  # CI runs as root here; jupyter_server refuses root unless told
+        template["spec"]["pods"][0]["spec"]["containers"][0]["args"] = ["--allow-root"]
     await put(kube, template)
     workdir = tmp_path_factory.mktemp("jupyterhub")
     token = secrets.token_hex(16)
@@ -179,6 +181,9 @@ async def hub(
         except subprocess.TimeoutExpired:
             proc.kill()
         print(log.read_text()[-5000:])
+        if cluster.local is not None:  # the single-user servers' own logs, for a failing run
+            for server_log in cluster.local.state_dir.rglob("notebook.log"):
+                print(f"--- {server_log}\n{server_log.read_text()[-4000:]}")
 
 
 async def _up(api: httpx.AsyncClient) -> bool:
