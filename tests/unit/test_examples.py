@@ -10,7 +10,7 @@ import yaml
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.names import is_dns_label, safe_name
 from jupyternetes_ssa.render import render, select_template
-from jupyternetes_ssa.types import Rendered
+from jupyternetes_ssa.types import SECTIONS, Rendered
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -48,7 +48,7 @@ def test_examples_include_seed_and_rich_pairs():
 def test_every_example_renders_valid_objects(instance):
     out = render_example(instance)
     sections = [i.section for i in out.items]
-    assert sections and sections == sorted(sections, key=["pvcs", "pods"].index)
+    assert sections and sections == sorted(sections, key=list(SECTIONS).index)
     for rendered in out.items:
         meta = rendered.manifest["metadata"]
         assert is_dns_label(meta["name"])
@@ -125,3 +125,24 @@ def test_rich_escaped_braces_and_placeholder_keys():
     assert spec["volumes"][3]["secret"]["secretName"] == "hub-ca-jupyterhub"
     assert pod["metadata"]["labels"][labels.TEMPLATE_NAMESPACE] == "jupyterhub"
     assert pod["metadata"]["namespace"] == "jupyterhub-users"
+
+
+def test_profiles_example_switches_items_with_the_profile():
+    gpu = instance_named("6a9d3f1c0b2e4d5f8a7b6c5d4e3f2a1b")
+    kinds = [i.manifest["kind"] for i in render_example(gpu).items]
+    assert kinds == [
+        "PersistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Service",
+        "NetworkPolicy",
+        "Pod",
+        "Pod",
+    ]
+    cpu = {
+        **gpu,
+        "spec": {**gpu["spec"], "variables": {**gpu["spec"]["variables"], "profile": "cpu"}},
+    }
+    items = {i.item for i in render_example(cpu).items}
+    assert "scratch" not in items and "gpu-exporter" not in items
+    assert {"home", "settings", "notebook", "isolate"} <= items
