@@ -1,5 +1,9 @@
 """A fake kubelet: registers a Node, heartbeats, and runs the pods bound to it via a PodRuntime.
 
+The default runtime (``process_runtime.ProcessRuntime``) runs pods annotated
+``local-cluster.jupyternetes.io/runtime: process`` as real processes on their pod IP, and
+every other pod as the FakeRuntime does: Running at once, nothing started.
+
 It authenticates as ``system:node:<name>`` (Node authorizer + NodeRestriction), so it may only see
 and change its own Node, Lease and pods, exactly like a kubelet. Pod IPs come from 127.1.0.0/16:
 this machine must never route pod traffic anywhere but loopback. (Consequence: Services get no
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .kube import Object, apply, list_watch, micro_now, now, request
+from .kube import Object, apply, list_watch, micro_now, now, request, status_code
 from .runtime import FakeRuntime, PodRuntime
 
 log = logging.getLogger("local-cluster.node")
@@ -109,6 +113,11 @@ class NodeAgent:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _since: str = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        attach = getattr(self.runtime, "attach", None)
+        if attach is not None:
+            attach(self.publish)
 
     async def run(self) -> None:
         """Register, then heartbeat and sync pods until cancelled."""
@@ -239,8 +248,8 @@ class NodeAgent:
         """A full listing: forget pods that vanished meanwhile, then sync every listed one."""
         present = {p["metadata"]["uid"] for p in pods}
         for uid in self.ips.known() | set(self._started):
-            if uid not in present:
-                self._forget(uid)
+            if uid not in present:  # deleted while we were not watching: stop what runs
+                await self.on_event("DELETED", {"metadata": {"uid": uid}, "spec": {}})
         for pod in pods:
             ip = pod.get("status", {}).get("podIP")
             if ip:
@@ -301,6 +310,44 @@ class NodeAgent:
         await self._patch_status(pod, status)
         log.info("pod %s: %s at %s", _ref(pod), status.get("phase"), ip)
 
+    async def publish(self, pod: Object, status: Object) -> None:
+        """Write a status the runtime reports after ``start`` (a process got ready, or exited).
+
+        Serialised with the pod's syncs, so it lands after the status ``start`` returned and
+        never after the pod was stopped. Retried while the apiserver fails, until written or
+        superseded by a newer status.
+        """
+        uid = pod["metadata"]["uid"]
+        delay = 0.2
+        while True:
+            lock = self._locks.get(uid)
+            if lock is None or uid not in self._started:
+                return
+            async with lock:
+                if uid not in self._started:
+                    return
+                self._started[uid] = status
+                try:
+                    await self._patch_status(pod, status)
+                    log.info("pod %s: %s%s", _ref(pod), status.get("phase"), _readiness(status))
+                    return
+                except Exception as error:
+                    code = status_code(error)
+                    if code is not None and code < 500 and code != 429:
+                        log.warning("pod %s: status rejected (%s)", _ref(pod), code, exc_info=True)
+                        return
+                    log.warning("pod %s: writing status failed; retrying", _ref(pod))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            if self._started.get(uid) is not status:
+                return
+
+    async def close(self) -> None:
+        """Stop everything the runtime still runs: the agent is going down."""
+        close = getattr(self.runtime, "close", None)
+        if close is not None:
+            await close()
+
     async def _patch_status(self, pod: Object, status: Object) -> None:
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
@@ -339,7 +386,15 @@ class NodeAgent:
 
 
 def _ref(pod: Object) -> str:
-    return f"{pod['metadata'].get('namespace')}/{pod['metadata'].get('name')}"
+    meta = pod["metadata"]
+    if "name" not in meta:
+        return f"uid {meta.get('uid')}"
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _readiness(status: Object) -> str:
+    ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
+    return f" (Ready {ready})" if ready and status.get("phase") == "Running" else ""
 
 
 def _arch() -> str:
@@ -362,9 +417,13 @@ def _node_info(kubelet_version: str) -> Object:
     }
 
 
-def _load_runtime(spec: str | None) -> PodRuntime:
-    """``module:Class`` of a PodRuntime to use instead of the FakeRuntime."""
-    if not spec:
+def _load_runtime(spec: str | None, api: Any, pods_dir: Path | None) -> PodRuntime:
+    """The ProcessRuntime by default, ``fake`` for the FakeRuntime, or a ``module:Class``."""
+    if not spec or spec == "process":
+        from .process_runtime import ProcessRuntime
+
+        return ProcessRuntime(api, pods_dir)
+    if spec == "fake":
         return FakeRuntime()
     import importlib
 
@@ -372,18 +431,30 @@ def _load_runtime(spec: str | None) -> PodRuntime:
     return getattr(importlib.import_module(module), attr)()
 
 
+def _pods_dir(args: argparse.Namespace) -> Path | None:
+    if args.pods_dir:
+        return Path(args.pods_dir)
+    return Path(args.volumes_dir) / "pods" if args.volumes_dir else None
+
+
 async def _main(args: argparse.Namespace) -> None:
     import kr8s.asyncio
 
     api = await kr8s.asyncio.api(kubeconfig=args.kubeconfig)
-    agent = NodeAgent(api, args.name, _load_runtime(args.runtime), args.kubelet_version)
+    admin = (
+        await kr8s.asyncio.api(kubeconfig=args.admin_kubeconfig) if args.admin_kubeconfig else None
+    )
+    runtime = _load_runtime(args.runtime, admin or api, _pods_dir(args))
+    agent = NodeAgent(api, args.name, runtime, args.kubelet_version)
     jobs = [agent.run()]
-    if args.admin_kubeconfig and args.volumes_dir:
+    if admin is not None and args.volumes_dir:
         from .provisioner import HostPathProvisioner
 
-        admin = await kr8s.asyncio.api(kubeconfig=args.admin_kubeconfig)
         jobs.append(HostPathProvisioner(admin, Path(args.volumes_dir)).run())
-    await asyncio.gather(*jobs)
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        await agent.close()  # no pod process outlives the agent
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -391,10 +462,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True, help="credentials of system:node:<name>")
     parser.add_argument("--name", default="local-node-1")
-    parser.add_argument("--admin-kubeconfig", help="enables the hostPath volume provisioner")
+    parser.add_argument(
+        "--admin-kubeconfig",
+        help="enables the hostPath volume provisioner; reads Secrets/ConfigMaps for process pods",
+    )
     parser.add_argument("--volumes-dir", help="where provisioned volumes live")
+    parser.add_argument(
+        "--pods-dir", help="HOME and logs of process pods (default: <volumes-dir>/pods)"
+    )
     parser.add_argument("--kubelet-version", default="v0.0.0")
-    parser.add_argument("--runtime", help="module:Class of a PodRuntime (default: FakeRuntime)")
+    parser.add_argument(
+        "--runtime",
+        help="process (default: annotated pods run as processes, the rest fake), fake, "
+        "or module:Class of a PodRuntime",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise

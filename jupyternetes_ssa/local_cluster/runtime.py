@@ -1,21 +1,37 @@
-"""How the fake node "runs" a pod: a pluggable strategy, so a real process can replace it later.
+"""How the fake node "runs" a pod: a pluggable strategy.
 
-The node agent asks its runtime to start each pod bound to the node and writes back whatever
-status the runtime returns; on deletion it asks the runtime to stop the pod first.
+The node agent hands its runtime a ``publish`` callback (``attach``), then asks it to start each
+pod bound to the node and writes back the status ``start`` returns. A runtime whose pods change
+later (a process becomes ready, or exits) calls ``publish(pod, status)`` at any time; the agent
+writes that status in order with everything else it does to the pod. On deletion the agent asks
+the runtime to stop the pod first; when the agent itself stops it calls ``close``.
+
+:class:`FakeRuntime` starts nothing; ``process_runtime.ProcessRuntime`` (the agent's default)
+runs annotated pods as real local processes and delegates every other pod to a FakeRuntime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .kube import now
 
 FAIL_ANNOTATION = "local-cluster.jupyternetes.io/fail"
 Object = dict[str, Any]
+Publish = Callable[[Object, Object], Awaitable[None]]  # (pod, status) -> written
 
 
 class PodRuntime(Protocol):
-    """What the node agent needs from a pod runtime."""
+    """What the node agent needs from a pod runtime.
+
+    ``attach`` and ``close`` are optional for runtimes loaded with ``--runtime module:Class``:
+    the agent only calls them when present.
+    """
+
+    def attach(self, publish: Publish) -> None:
+        """Receive the callback that writes a pod's new status later (called once, early)."""
+        ...
 
     async def start(self, pod: Object, pod_ip: str, host_ip: str) -> Object:
         """Start ``pod`` and return the pod ``status`` to write (phase, conditions, ...)."""
@@ -25,9 +41,16 @@ class PodRuntime(Protocol):
         """Stop whatever ``start`` started; called before the pod object is removed."""
         ...
 
+    async def close(self) -> None:
+        """The agent is shutting down: stop everything that still runs."""
+        ...
+
 
 class FakeRuntime:
     """Starts nothing: every pod is Running at once, unless annotated to fail."""
+
+    def attach(self, publish: Publish) -> None:
+        return None
 
     async def start(self, pod: Object, pod_ip: str, host_ip: str) -> Object:
         reason = (pod["metadata"].get("annotations") or {}).get(FAIL_ANNOTATION)
@@ -38,19 +61,25 @@ class FakeRuntime:
     async def stop(self, pod: Object) -> None:
         return None
 
+    async def close(self) -> None:
+        return None
 
-def _conditions(ready: bool, stamp: str) -> list[Object]:
+
+def conditions(ready: bool, stamp: str, ready_stamp: str | None = None) -> list[Object]:
+    """The pod conditions of a started pod; Ready/ContainersReady changed at ``ready_stamp``."""
     ready_status = "True" if ready else "False"
+    changed = ready_stamp or stamp
     return [
         {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": stamp},
         {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
-        {"type": "Ready", "status": ready_status, "lastTransitionTime": stamp},
-        {"type": "ContainersReady", "status": ready_status, "lastTransitionTime": stamp},
+        {"type": "Ready", "status": ready_status, "lastTransitionTime": changed},
+        {"type": "ContainersReady", "status": ready_status, "lastTransitionTime": changed},
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
     ]
 
 
-def _container_status(pod: Object, container: Object, state: Object, ready: bool) -> Object:
+def container_status(pod: Object, container: Object, state: Object, ready: bool) -> Object:
+    """One entry of ``containerStatuses``; ``state`` is {"running"|"waiting"|"terminated": ...}."""
     return {
         "name": container["name"],
         "image": container.get("image", ""),
@@ -63,7 +92,7 @@ def _container_status(pod: Object, container: Object, state: Object, ready: bool
     }
 
 
-def _addresses(pod_ip: str, host_ip: str, stamp: str) -> Object:
+def addresses(pod_ip: str, host_ip: str, stamp: str) -> Object:
     return {
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
@@ -73,7 +102,8 @@ def _addresses(pod_ip: str, host_ip: str, stamp: str) -> Object:
     }
 
 
-def _init_statuses(pod: Object, stamp: str) -> list[Object]:
+def init_statuses(pod: Object, stamp: str) -> list[Object]:
+    """Init containers are never run: each is reported as having completed at ``stamp``."""
     done = {
         "terminated": {
             "exitCode": 0,
@@ -82,7 +112,7 @@ def _init_statuses(pod: Object, stamp: str) -> list[Object]:
             "finishedAt": stamp,
         }
     }
-    return [_container_status(pod, c, done, True) for c in pod["spec"].get("initContainers", [])]
+    return [container_status(pod, c, done, True) for c in pod["spec"].get("initContainers", [])]
 
 
 def running_status(pod: Object, pod_ip: str, host_ip: str) -> Object:
@@ -91,11 +121,11 @@ def running_status(pod: Object, pod_ip: str, host_ip: str) -> Object:
     running = {"running": {"startedAt": stamp}}
     return {
         "phase": "Running",
-        "conditions": _conditions(True, stamp),
-        **_addresses(pod_ip, host_ip, stamp),
-        "initContainerStatuses": _init_statuses(pod, stamp),
+        "conditions": conditions(True, stamp),
+        **addresses(pod_ip, host_ip, stamp),
+        "initContainerStatuses": init_statuses(pod, stamp),
         "containerStatuses": [
-            _container_status(pod, c, running, True) for c in pod["spec"]["containers"]
+            container_status(pod, c, running, True) for c in pod["spec"]["containers"]
         ],
     }
 
@@ -116,10 +146,10 @@ def failed_status(pod: Object, pod_ip: str, host_ip: str, reason: str) -> Object
         "phase": "Failed",
         "reason": "Error",
         "message": reason,
-        "conditions": _conditions(False, stamp),
-        **_addresses(pod_ip, host_ip, stamp),
-        "initContainerStatuses": _init_statuses(pod, stamp),
+        "conditions": conditions(False, stamp),
+        **addresses(pod_ip, host_ip, stamp),
+        "initContainerStatuses": init_statuses(pod, stamp),
         "containerStatuses": [
-            _container_status(pod, c, exited, False) for c in pod["spec"]["containers"]
+            container_status(pod, c, exited, False) for c in pod["spec"]["containers"]
         ],
     }
