@@ -12,7 +12,7 @@ from reconcile_helpers import once, owned, put, seed_instance, seed_template
 
 from jupyternetes_ssa.kube import POD, ApiError, Kube, RetryPolicy
 from jupyternetes_ssa.local_cluster import wait_for
-from jupyternetes_ssa.observe import observe
+from jupyternetes_ssa.observe import observe, owned_resources
 from jupyternetes_ssa.prune import plan_prune, prune
 from jupyternetes_ssa.settings import Settings
 
@@ -61,7 +61,8 @@ async def test_a_delete_decided_on_a_stale_list_is_refused_by_its_precondition(
     await put(kube, template)
     await put(kube, seed_instance(namespace, "jovyan"))
     assert (await once(kube, namespace)).ok
-    observed = await observe(kube, Settings(namespaces=(namespace,)))
+    settings = Settings(namespaces=(namespace,))
+    observed = await observe(kube, settings, await owned_resources(kube, settings))
     candidates = plan_prune(observed, {(namespace, "jovyan"): set()})  # as if nothing is wanted
     assert {c.ref.name for c in candidates if c.allowed} == {"jovyan-notebook", "jovyan-sidecar"}
 
