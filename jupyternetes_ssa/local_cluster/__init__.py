@@ -12,13 +12,12 @@ from .build import ensure_binaries, missing_binaries
 from .cluster import DEFAULT_NODE, LocalCluster, down, status, up
 from .crds import install_crds, load_crds
 from .identity import service_account_kubeconfig
-from .paths import crds_dir, default_bin_dir, default_state_dir, tools_dir
+from .paths import default_bin_dir, default_state_dir, tools_dir
 from .waiting import wait_for, wait_until
 
 __all__ = [
     "DEFAULT_NODE",
     "LocalCluster",
-    "crds_dir",
     "default_bin_dir",
     "default_state_dir",
     "down",

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .paths import crds_dir
+from jupyternetes_ssa.crds import crd_manifests as load_crds
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 APPLY_HEADERS = {"Content-Type": "application/apply-patch+yaml"}
 FIELD_MANAGER = "jupyternetes-ssa-local-cluster"
-
-
-def load_crds(directory: Path | None = None) -> list[dict[str, Any]]:
-    """Every CRD document in ``directory`` (default: our packaged or checked-out crds/)."""
-    docs: list[dict[str, Any]] = []
-    for path in sorted((directory or crds_dir()).glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    return docs
 
 
 def apply_requests(crds: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:

@@ -28,11 +28,6 @@ def tools_dir() -> Path:
     return _bundled("tools")
 
 
-def crds_dir() -> Path:
-    """The directory holding our CustomResourceDefinitions."""
-    return _bundled("crds")
-
-
 def kube_version() -> str:
     """The Kubernetes release pinned in tools/kube/go.mod (e.g. ``v1.36.3``)."""
     text = (tools_dir() / "kube" / "go.mod").read_text()
