@@ -41,9 +41,9 @@ TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
 def instance_name(user: str, server: str = "") -> str:
-    """The original's name for the default server (uuid5 of the user name); named servers
-    hash `user/server`, so they never collide with each other or the default one."""
-    key = f"{user}/{server}" if server else user
+    """The original's name for the default server (uuid5 of the user name); named servers hash
+    user and server joined by NUL, which no user or server name holds, so no two collide."""
+    key = f"{user}\x00{server}" if server else user
     return uuid.uuid5(uuid.UUID(int=0), key).hex
 
 

@@ -153,6 +153,12 @@ async def hub(
         c.JupyternetesSpawner.start_timeout = 120
         c.JupyternetesSpawner.http_timeout = 60
         c.JupyternetesSpawner.delete_timeout = 60
+        c.JupyternetesSpawner.profiles = [
+            {{"slug": "standard", "display_name": "Standard", "default": True}},
+            {{"slug": "alt", "display_name": "Alternative", "template_name": "hub-template",
+              "variables": {{"flavor": "alt"}}}},
+        ]
+        c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # POST answers 202 at once
     """)
     )
     log = workdir / "jupyterhub.log"
@@ -195,9 +201,26 @@ async def _server(hub: Hub, user: str, server: str = "") -> dict:
     return (model.get("servers") or {}).get(server) or {}
 
 
-async def _start(hub: Hub, user: str, server: str = "") -> dict:
-    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-    response = await hub.api.post(path)
+def _server_path(user: str, server: str = "") -> str:
+    return f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+
+
+async def _progress(hub: Hub, user: str, server: str = "") -> list[dict]:
+    """The spawn's progress events, as JupyterHub's event stream sends them, to the end."""
+    events = []
+    async with hub.api.stream(
+        "GET", f"{_server_path(user, server)}/progress", timeout=150
+    ) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    return events
+
+
+async def _start(hub: Hub, user: str, server: str = "", **options: str) -> dict:
+    response = await hub.api.post(_server_path(user, server), json=options or None)
     assert response.status_code in (201, 202), response.text
 
     async def ready() -> dict | None:
@@ -213,8 +236,7 @@ async def _start(hub: Hub, user: str, server: str = "") -> dict:
 
 
 async def _stop(hub: Hub, user: str, server: str = "") -> None:
-    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-    response = await hub.api.delete(path)
+    response = await hub.api.delete(_server_path(user, server))
     assert response.status_code in (202, 204), response.text
 
     async def stopped() -> bool:
@@ -338,3 +360,41 @@ async def test_the_hubs_identity_cannot_touch_pods_pvcs_or_templates(hub: Hub):
     with pytest.raises(ApiError) as refused:
         await kube.list(SECRET, hub.namespace)
     assert refused.value.status == 403
+
+
+async def test_progress_comes_from_the_instances_status(hub: Hub):
+    user = "carol"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+    response = await hub.api.post(_server_path(user))
+    assert response.status_code == 202, response.text
+
+    events = await _progress(hub, user)
+
+    assert events[-1].get("ready") is True, events
+    ours = (
+        "Requesting a notebook server",
+        "Waiting for the reconciler",
+        "Creating storage",
+        "Pod starting",
+        "Server ready",
+    )
+    assert any(e.get("message", "").startswith(ours) for e in events), events
+    await _stop(hub, user)
+
+
+async def test_profiles_choose_variables_and_an_unknown_choice_is_refused(cluster, hub: Hub):
+    kube = Kube(cluster.api)
+    user = "dave"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+
+    response = await hub.api.post(_server_path(user), json={"profile": "no-such-profile"})
+    assert response.status_code == 202, response.text
+    events = await _progress(hub, user)
+    assert events[-1].get("failed") is True, events
+    assert "unknown profile 'no-such-profile'" in events[-1]["message"]
+    assert await kube.get(INSTANCE, hub.namespace, instance_name(user)) is None
+
+    await _start(hub, user, "alt", profile="alt")
+    instance = await kube.get(INSTANCE, hub.namespace, instance_name(user, "alt"))
+    assert instance["spec"]["variables"]["flavor"] == "alt"
+    await _stop(hub, user, "alt")
