@@ -223,6 +223,9 @@ def reconcile(
     health_port: Annotated[
         int, typer.Option(help="Continuous: /healthz /readyz /metrics port (0: off).")
     ] = 8080,
+    health_host: Annotated[
+        str, typer.Option(help="Address the health/metrics server binds (127.0.0.1: local only).")
+    ] = "0.0.0.0",
     log_format: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     log_level: Annotated[LogLevel, typer.Option(help="Least severe level logged.")] = LogLevel.info,
     kubeconfig: Kubeconfig = None,
@@ -247,6 +250,7 @@ def reconcile(
         renew_deadline_seconds=renew_deadline,
         retry_period_seconds=retry_period,
         health_port=health_port,
+        health_host=health_host,
     )
     if once or dry_run:
         summary = _run(_pass(kubeconfig, context, settings))

@@ -41,6 +41,7 @@ class Informer:
         self._synced: set[str | None] = set()
         self._failing: set[str | None] = set()
         self.relists = 0
+        self.last_error: Exception | None = None
 
     @property
     def synced(self) -> bool:
@@ -62,6 +63,7 @@ class Informer:
                 log.info("%s watch expired; re-listing", self.res.kind)
             except (ApiError, OSError, ValueError) as err:
                 self._failing.add(scope)
+                self.last_error = err
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
                 log.warning(

@@ -68,7 +68,14 @@ class InstanceWatch:
         if key not in cls._shared or cls._shared[key]._task.done():
             cls._shared[key] = cls(kube, namespace)
         watch = cls._shared[key]
+        deadline = asyncio.get_running_loop().time() + 30
         while not watch.informer.synced:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"jupyternetes: cannot list JupyterNotebookInstances in namespace {namespace}"
+                    f" ({watch.informer.last_error}); check the hub's kubeconfig and its Role "
+                    "(examples/hub-rbac.yaml)"
+                )
             await asyncio.sleep(0.05)
         return watch
 
