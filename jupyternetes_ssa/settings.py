@@ -33,8 +33,5 @@ class Settings:
     health_port: int = 8080  # /healthz /readyz /metrics; 0 = off
     health_host: str = "0.0.0.0"
 
-    def serves(self, namespace: str) -> bool:
-        return not self.namespaces or namespace in self.namespaces
-
     def template_allowed(self, namespace: str) -> bool:
         return not self.template_namespaces or namespace in self.template_namespaces
