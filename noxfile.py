@@ -49,3 +49,10 @@ def demo(session: nox.Session) -> None:
     """The main job end to end: local cluster unless KUBECONFIG is set, seed example, reconcile."""
     session.install("-e", ".")
     session.run("bash", "scripts/demo.sh", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks on a fresh local cluster (or --kubeconfig): nox -s bench -- --sizes 100,1000."""
+    session.install("-e", ".")  # bench/ needs only the package's own dependencies
+    session.run("python", "-m", "bench.run", *session.posargs)
