@@ -141,6 +141,48 @@ async def _validate(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
     return list(await asyncio.gather(*(_try(kube, p, dry_run=True) for p in todo)))
 
 
+def _held_back(plan: Plan, cause: ItemOutcome) -> ItemOutcome:
+    return ItemOutcome(plan.item, "failed", plan.live, f"{HELD_BACK}{cause.message}")
+
+
+async def _apply_one(
+    kube: Kube, plan: Plan, checked: ItemOutcome | None, recreate_pods: bool
+) -> ItemOutcome:
+    """The real apply (unless the dry-run already showed the change is pending)."""
+    outcome = checked
+    if outcome is None or outcome.action != "pending":
+        outcome = await _try(kube, plan, dry_run=False)
+    if (
+        outcome.action == "pending"
+        and plan.item.section == "pods"
+        and (recreate_pods or plan.item.recreate_on_change)
+    ):
+        outcome = await _recreate(kube, outcome)
+    return outcome
+
+
+async def _converge(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
+    """All-or-nothing: every change but the first is validated by a dry-run; the first is
+    applied for real, and if the apiserver rejects it nothing has been written yet."""
+    checks = await _validate(kube, todo[1:])
+    rejected = next((c for c in checks if c.action == "failed"), None)
+    if rejected is not None:
+        return [
+            _held_back(todo[0], rejected),
+            *(
+                c if c.action == "failed" else _held_back(p, rejected)
+                for p, c in zip(todo[1:], checks, strict=True)
+            ),
+        ]
+    outcomes: list[ItemOutcome] = []
+    for plan, checked in zip(todo, [None, *checks], strict=True):  # PVCs first: items' order
+        outcome = await _apply_one(kube, plan, checked, recreate_pods)
+        outcomes.append(outcome)
+        if len(outcomes) == 1 and outcome.action == "failed":  # rejected before any write
+            return [outcome, *(_held_back(p, outcome) for p in todo[1:])]
+    return outcomes
+
+
 async def apply_items(
     kube: Kube,
     items: tuple[RenderedItem, ...],
@@ -160,33 +202,11 @@ async def apply_items(
         if plan.item.ref not in done and (why := _leftover(plan)):
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
     todo = [p for p in plans if p.item.ref not in done]
-    checked: dict = {}
-    if len(todo) > 1 or dry_run:  # a single apply is atomic by itself
-        checks = await _validate(kube, todo)
-        rejected = [c for c in checks if c.action == "failed"]
-        for plan, check in zip(todo, checks, strict=True):
-            if dry_run:
-                done[plan.item.ref] = _dry_run_report(plan, check)
-            elif rejected:
-                done[plan.item.ref] = (
-                    check
-                    if check.action == "failed"
-                    else ItemOutcome(
-                        plan.item, "failed", plan.live, f"{HELD_BACK}{rejected[0].message}"
-                    )
-                )
-        if rejected or dry_run:
-            return [done[p.item.ref] for p in plans]
-        checked = {p.item.ref: c for p, c in zip(todo, checks, strict=True)}
-    for plan in todo:  # PVCs before the pods that mount them: `items` is in that order
-        outcome = checked.get(plan.item.ref)
-        if outcome is None or outcome.action != "pending":
-            outcome = await _try(kube, plan, dry_run=False)
-        if (
-            outcome.action == "pending"
-            and plan.item.section == "pods"
-            and (recreate_pods or plan.item.recreate_on_change)
-        ):
-            outcome = await _recreate(kube, outcome)
-        done[plan.item.ref] = outcome
+    if dry_run:
+        outcomes = [
+            _dry_run_report(p, c) for p, c in zip(todo, await _validate(kube, todo), strict=True)
+        ]
+    else:
+        outcomes = await _converge(kube, todo, recreate_pods) if todo else []
+    done.update({p.item.ref: o for p, o in zip(todo, outcomes, strict=True)})
     return [done[p.item.ref] for p in plans]

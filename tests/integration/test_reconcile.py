@@ -287,3 +287,21 @@ async def test_another_managers_change_to_our_field_is_taken_back(kube: Kube, na
     assert actions(summary, "jovyan")["configured"] == 1
     pod = await kube.get(POD, namespace, "jovyan-notebook")
     assert pod["metadata"]["labels"]["jupyternetes.kadense.io/userId"] == "1"
+
+
+async def test_a_rejected_first_object_holds_back_the_rest(kube: Kube, namespace: str):
+    """The first change is applied without a dry-run: its rejection must still write nothing."""
+    template = seed_template(namespace)
+    template["spec"]["pvcs"][0]["spec"]["accessMode"] = "ReadWriteOnce"  # typo: accessModes
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "jovyan"))
+
+    summary = await once(kube, namespace)
+
+    result = result_for(summary, "jovyan")
+    assert result.reason == "ApplyFailed"
+    assert "accessMode" in result.error
+    assert actions(summary, "jovyan") == {"failed": 2}
+    held = next(o for o in result.outcomes if o.item.section == "pods")
+    assert held.message.startswith("held back")
+    assert await owned(kube, namespace, "jovyan") == ([], [])
