@@ -168,8 +168,8 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
             f"pod {k}: {e.get('errorMessage') or 'starting'}" for k, e in starting.items()
         )
         return True, "PodsStarting", detail
-    if any(v.action in ("created", "configured") for v in views):
-        return True, "Applied", "objects were created or updated"
+    # An in-place update that was applied leaves nothing in progress: reporting it would cost
+    # two status writes per instance for every template change.
     return False, "Converged", "every object matches the template"
 
 

@@ -396,12 +396,14 @@ def test_instance_status_generation_defaults_to_zero() -> None:
     assert status["observedGeneration"] == 0
 
 
-def test_instance_status_just_applied_and_running() -> None:
+def test_instance_status_just_applied_and_running_is_converged() -> None:
     views = [pvc_view(make_pvc(), "created"), pod_view(make_pod(), "configured")]
     status = instance_status(instance(), views, Observed(), now="T1")
     assert cond(status, "Ready")["status"] == "True"
     progressing = cond(status, "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("True", "Applied")
+    assert (progressing["status"], progressing["reason"]) == ("False", "Converged")
+    unchanged = [pvc_view(make_pvc()), pod_view(make_pod())]
+    assert instance_status(instance(), unchanged, Observed(), now="T1") == status
 
 
 def test_instance_status_pod_starting() -> None:
