@@ -151,6 +151,7 @@ def _rows() -> list[Row]:
         ),
         ("create → pod exists p50 / p95 / p99", latency("to_pod_s")),
         ("create → status podAddress p50 / p95 / p99", latency("to_address_s")),
+        ("pod running → status podAddress p50 / p95 / p99", latency("running_to_address_s")),
         (
             "requests per new server",
             lambda r: _per_instance(

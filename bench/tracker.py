@@ -63,6 +63,7 @@ class Tracker:
         self.pvcs: dict[Any, Manifest] = {}
         self.instances: dict[Any, Manifest] = {}
         self.pod_seen: dict[str, float] = {}  # instance name -> monotonic time its pod appeared
+        self.running_seen: dict[str, float] = {}  # ... its pod first ran with an IP
         self.address_seen: dict[str, float] = {}  # instance name -> ... its podAddress appeared
         scope = (namespace,)
         self.informers = [
@@ -74,7 +75,10 @@ class Tracker:
 
     def _on_pod(self, kind: str, pod: Manifest, old: Manifest | None) -> None:
         if kind != "DELETED" and (owner := instance_of(pod)):
-            self.pod_seen.setdefault(owner, time.monotonic())
+            now = time.monotonic()
+            self.pod_seen.setdefault(owner, now)
+            if running(pod):
+                self.running_seen.setdefault(owner, now)
 
     def _on_instance(self, kind: str, inst: Manifest, old: Manifest | None) -> None:
         if kind != "DELETED" and pod_address(inst):
