@@ -35,6 +35,7 @@ import httpx
 import pytest
 import yaml
 from reconcile_helpers import EXAMPLES, owned, put, seed_instance, seed_template, status_of
+from test_other_resources import with_others
 
 from jupyternetes_ssa.kube import INSTANCE, LEASE, NAMESPACE, POD, SECRET, ApiError, Kube, Resource
 from jupyternetes_ssa.local_cluster import wait_for
@@ -48,6 +49,7 @@ INSTALLABLE = [
     "crds",
     "cronjob",
     "continuous",
+    "other-resources",
     "namespaced/cronjob",
     "namespaced/continuous",
     "sidecar",
@@ -676,3 +678,55 @@ async def test_hub_secrets_guard_leaves_the_hub_only_its_token_secrets(
                 env=admin_env(cluster),
             )
         await wait_for(lambda: enforced(False), timeout=60, message="the policy is gone")
+
+
+async def test_the_other_resources_overlay_grants_what_its_allow_kinds_need(
+    cluster, kubectl: str, kube: Kube, namespace: str, tmp_path: Path
+):
+    suffix = f"-{namespace}"
+    docs = await build(kubectl, "other-resources", tmp_path, namespace, suffix)
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    cluster_scoped = [d for d in rbac if d["kind"].startswith("Cluster")]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    allow = [a for a in container["args"] if a.startswith("--allow-kind=")]
+    assert len(allow) == 3
+    try:
+        installed = await kubectl_apply(cluster, kubectl, rbac)
+        assert installed.returncode == 0, installed.stderr
+        identity = await account_kubeconfig(
+            cluster,
+            namespace,
+            pod["serviceAccountName"],
+            tmp_path / "other.kubeconfig",
+            ("patch", "pods", ""),
+            ("patch", "networkpolicies", "networking.k8s.io"),
+        )
+        await put(kube, with_others(namespace))
+        await put(kube, seed_instance(namespace, "jovyan"))
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyternetes_ssa",
+            "reconcile",
+            "--once",
+            "-n",
+            namespace,
+            "--output=json",
+            *allow,
+        ]
+        done = await run(*argv, env={**os.environ, "KUBECONFIG": str(identity)}, timeout=120)
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        (entry,) = json.loads(done.stdout)["instances"]
+        assert entry["actions"] == {"created": 5}, entry
+    finally:
+        for doc in cluster_scoped:
+            await run(
+                kubectl,
+                "delete",
+                "--ignore-not-found",
+                doc["kind"].lower(),
+                doc["metadata"]["name"],
+                env=admin_env(cluster),
+            )
