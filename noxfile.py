@@ -15,7 +15,9 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.install("ruff==0.17.6")  # pinned: formatting rules (Markdown too) change between releases
+    session.install(
+        "ruff==0.17.6"
+    )  # pinned: formatting rules (Markdown too) change between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
