@@ -15,9 +15,8 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.install(
-        "ruff==0.17.6"
-    )  # pinned: formatting rules (Markdown too) change between releases
+    # Pinned: ruff's formatting rules (Markdown code blocks too) change between releases.
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
