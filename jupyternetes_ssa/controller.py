@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import defaultdict
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import BadSettings
@@ -23,6 +24,7 @@ from jupyternetes_ssa.observe import (
     WARNING_EVENTS,
     Key,
     Observed,
+    identity,
     key_of,
     owned_resources,
     template_scope,
@@ -31,7 +33,7 @@ from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
-from jupyternetes_ssa.types import Manifest, PruneCandidate
+from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,14 @@ def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
     return any(
         n.get(f) != o.get(f)
         for f in ("generation", "labels", "annotations", "deletionTimestamp", "uid")
+    )
+
+
+def _instance_label(obj: Manifest) -> tuple[str, str]:
+    meta = obj["metadata"]
+    lbl = meta.get("labels") or {}
+    return lbl.get(labels.INSTANCE_NAMESPACE, meta.get("namespace", "")), lbl.get(
+        labels.INSTANCE, ""
     )
 
 
@@ -60,6 +70,9 @@ class Controller:
         self.metrics = Metrics()
         self.wanted: Wanted = {}
         self.by_label: dict[tuple[str, str], Key] = {}
+        # (namespace, instance label value) -> our objects carrying it: a reconcile's prune
+        # looks at its own instance's objects, not at every object in the cache.
+        self.members: dict[tuple[str, str], set[tuple[str, Key]]] = defaultdict(set)
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
@@ -134,6 +147,11 @@ class Controller:
         )
 
     def _on_owned(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
+        members = self.members[_instance_label(obj)]
+        if kind == "DELETED":
+            members.discard(identity(obj))
+        else:
+            members.add(identity(obj))
         if (owner := self._owner_of(obj)) is not None:
             self.queue.add(owner)
 
@@ -148,27 +166,15 @@ class Controller:
             self.queue.add(owner)
 
     # --- work --------------------------------------------------------------------------------
-    def _belongs(self, cand: PruneCandidate, key: Key) -> bool:
-        ref = {
-            "apiVersion": cand.api_version,
-            "kind": cand.ref.kind,
-            "metadata": {"namespace": cand.ref.namespace, "name": cand.ref.name},
-        }
-        obj = self.observed.live(ref)
-        return (
-            obj is not None
-            and self._owner_of(obj) in (key, None)
-            and (
-                (obj["metadata"].get("labels") or {}).get(labels.INSTANCE)
-                == safe_label_value(key[1])
-            )
-        )
+    def _objects_of(self, key: Key) -> list[Manifest]:
+        stores = self.observed.owned
+        ids = self.members.get((key[0], safe_label_value(key[1])), set())
+        return [obj for kind, k in ids if (obj := stores.get(kind, {}).get(k)) is not None]
 
     async def _prune(self, only: Key | None = None) -> None:
         self.observed.complete = self.synced()
-        candidates = plan_prune(self.observed, self.wanted)
-        if only is not None:
-            candidates = [c for c in candidates if self._belongs(c, only)]
+        objects = None if only is None else self._objects_of(only)
+        candidates = plan_prune(self.observed, self.wanted, objects)
         for cand in await prune(self.kube, candidates, dry_run=self.s.dry_run):
             log.info("pruned %s: %s", cand.ref, cand.reason)
             self.metrics.pruned.labels(cand.ref.kind).inc()

@@ -10,8 +10,10 @@ recorded policy says Delete: user data is kept by default.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from jupyternetes_ssa import FIELD_MANAGER, labels
-from jupyternetes_ssa.kube import POD, PVC, ApiError, Kube
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity
 from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
@@ -43,12 +45,18 @@ def _why(obj: Manifest, owners: dict[tuple[str, str], Key], wanted: Wanted) -> s
         (lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, ""))
     )
     if owner is None:
+        if _owned_by_an_instance(obj):
+            return None  # Kubernetes' garbage collector deletes it: racing it costs requests
         return f"its instance {lbl.get(labels.INSTANCE, '?')} no longer exists"
     want = wanted.get(owner)
     if want is None or identity(obj) in want:
         return None
     item = _item_label(obj)
     return f"instance {owner[1]} no longer lists item {item} (or its condition is false)"
+
+
+def _owned_by_an_instance(obj: Manifest) -> bool:
+    return any(o.get("kind") == INSTANCE.kind for o in obj["metadata"].get("ownerReferences") or [])
 
 
 def deletable(obj: Manifest) -> bool:
@@ -75,13 +83,21 @@ def _ours_alive(observed: Observed):
                 yield obj
 
 
-def plan_prune(observed: Observed, wanted: Wanted) -> list[PruneCandidate]:
-    """What to delete (allowed) or report as kept (deletionPolicy Retain)."""
+def plan_prune(
+    observed: Observed, wanted: Wanted, objects: Iterable[Manifest] | None = None
+) -> list[PruneCandidate]:
+    """What to delete (allowed) or report as kept (deletionPolicy Retain), among `objects`
+    (default: every object of ours in the picture)."""
     if not observed.complete:
         return []
     owners = _instances_by_label(observed)
     found = []
-    for obj in _ours_alive(observed):
+    alive = (
+        _ours_alive(observed)
+        if objects is None
+        else (o for o in objects if ours(o) and not o["metadata"].get("deletionTimestamp"))
+    )
+    for obj in alive:
         reason = _why(obj, owners, wanted)
         if reason is not None:
             found.append(_candidate(obj, reason, deletable(obj)))

@@ -34,9 +34,15 @@ def an_instance(name: str | None = None, namespace: str | None = None) -> dict:
     return inst
 
 
-def as_live(item: RenderedItem, manager: str = FIELD_MANAGER) -> dict:
-    """The object as the apiserver shows it after our server-side apply."""
+def as_live(item: RenderedItem, manager: str = FIELD_MANAGER, keep_owner: bool = False) -> dict:
+    """The object as the apiserver shows it after our server-side apply.
+
+    Without `keep_owner` its ownerReference is gone, as after an orphaning delete: otherwise an
+    object of a gone instance is Kubernetes' garbage collector's to delete, not ours.
+    """
     live = stamped(item)
+    if not keep_owner:
+        live["metadata"].pop("ownerReferences", None)
     n = next(_versions)
     live["metadata"].update(
         uid=f"uid-{n}",
@@ -284,3 +290,23 @@ def test_plan_does_not_modify_the_picture() -> None:
     before = copy.deepcopy((obs.pods, obs.pvcs, obs.instances))
     plan_prune(obs, {})
     assert (obs.pods, obs.pvcs, obs.instances) == before
+
+
+def test_objects_kubernetes_collects_through_their_owner_reference_are_left_to_it() -> None:
+    inst = an_instance()
+    owned_pod = next(
+        as_live(i, keep_owner=True) for i in render(TEMPLATE, inst).items if i.section == "pods"
+    )
+    assert owned_pod["metadata"]["ownerReferences"][0]["kind"] == "JupyterNotebookInstance"
+    assert plan_prune(observe([], [{"pods": owned_pod}]), {}) == []
+    orphaned = copy.deepcopy(owned_pod)
+    del orphaned["metadata"]["ownerReferences"]
+    assert [c.ref.kind for c in plan_prune(observe([], [{"pods": orphaned}]), {})] == ["Pod"]
+
+
+def test_a_subset_of_objects_is_planned_alone() -> None:
+    inst, other = an_instance(), an_instance("someone-else")
+    mine, theirs = live_objects(inst), live_objects(other)
+    picture = observe([], [mine, theirs])
+    candidates = plan_prune(picture, {}, objects=list(mine.values()))
+    assert {c.ref.name for c in candidates} == {o["metadata"]["name"] for o in mine.values()}
