@@ -206,6 +206,34 @@ async def account_kubeconfig(
     return token_kubeconfig(cluster.kubeconfig, token, out, namespace)
 
 
+async def install_identity(
+    cluster,
+    kubectl: str,
+    rbac: list[dict],
+    namespace: str,
+    account: str,
+    out: Path,
+    *probes: tuple[str, str, str],
+) -> Path:
+    """Apply an overlay's RBAC, then a kubeconfig of its ServiceAccount once RBAC grants it."""
+    installed = await kubectl_apply(cluster, kubectl, rbac)
+    assert installed.returncode == 0, installed.stderr
+    return await account_kubeconfig(cluster, namespace, account, out, *probes)
+
+
+async def delete_cluster_scoped(cluster, kubectl: str, rbac: list[dict]) -> None:
+    """ClusterRoles and their bindings outlive the test namespace: remove them."""
+    for doc in (d for d in rbac if d["kind"].startswith("Cluster")):
+        await run(
+            kubectl,
+            "delete",
+            "--ignore-not-found",
+            doc["kind"].lower(),
+            doc["metadata"]["name"],
+            env=admin_env(cluster),
+        )
+
+
 async def whoami(kube: Kube) -> str:
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     answer = await kube.request("POST", SELF_REVIEW, None, SELF_REVIEW.url(), json=review)
@@ -338,7 +366,6 @@ async def test_continuous_mode_converges_and_leads_with_its_cluster_role_and_no_
     docs = await build(kubectl, "continuous", tmp_path, namespace, suffix)
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
     assert {d["kind"] for d in rbac} == RBAC_KINDS
-    cluster_scoped = [d for d in rbac if d["kind"].startswith("Cluster")]
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -349,10 +376,10 @@ async def test_continuous_mode_converges_and_leads_with_its_cluster_role_and_no_
     argv = [f"--health-port={port}" if a == "--health-port=8080" else a for a in argv]
     log = tmp_path / "reconciler.log"
     try:
-        installed = await kubectl_apply(cluster, kubectl, rbac)
-        assert installed.returncode == 0, installed.stderr
-        identity = await account_kubeconfig(
+        identity = await install_identity(
             cluster,
+            kubectl,
+            rbac,
             namespace,
             pod["serviceAccountName"],
             tmp_path / "continuous.kubeconfig",
@@ -375,15 +402,7 @@ async def test_continuous_mode_converges_and_leads_with_its_cluster_role_and_no_
         assert code == 0, log.read_text()[-3000:]
         assert await _holder(kube, namespace, "jupyternetes-ssa") == "", "lease handed back"
     finally:
-        for doc in cluster_scoped:
-            await run(
-                kubectl,
-                "delete",
-                "--ignore-not-found",
-                doc["kind"].lower(),
-                doc["metadata"]["name"],
-                env=admin_env(cluster),
-            )
+        await delete_cluster_scoped(cluster, kubectl, rbac)
 
 
 async def _converges_and_leads(
@@ -686,16 +705,15 @@ async def test_the_other_resources_overlay_grants_what_its_allow_kinds_need(
     suffix = f"-{namespace}"
     docs = await build(kubectl, "other-resources", tmp_path, namespace, suffix)
     rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
-    cluster_scoped = [d for d in rbac if d["kind"].startswith("Cluster")]
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     allow = [a for a in container["args"] if a.startswith("--allow-kind=")]
     assert len(allow) == 3
     try:
-        installed = await kubectl_apply(cluster, kubectl, rbac)
-        assert installed.returncode == 0, installed.stderr
-        identity = await account_kubeconfig(
+        identity = await install_identity(
             cluster,
+            kubectl,
+            rbac,
             namespace,
             pod["serviceAccountName"],
             tmp_path / "other.kubeconfig",
@@ -721,12 +739,4 @@ async def test_the_other_resources_overlay_grants_what_its_allow_kinds_need(
         (entry,) = json.loads(done.stdout)["instances"]
         assert entry["actions"] == {"created": 5}, entry
     finally:
-        for doc in cluster_scoped:
-            await run(
-                kubectl,
-                "delete",
-                "--ignore-not-found",
-                doc["kind"].lower(),
-                doc["metadata"]["name"],
-                env=admin_env(cluster),
-            )
+        await delete_cluster_scoped(cluster, kubectl, rbac)
