@@ -71,8 +71,9 @@ def deletable(obj: Manifest) -> bool:
 def _candidate(obj: Manifest, reason: str, allowed: bool) -> PruneCandidate:
     meta = obj["metadata"]
     ref = ObjectRef(obj["kind"], meta["namespace"], meta["name"])
+    labels_now = frozenset((meta.get("labels") or {}).items())
     return PruneCandidate(
-        ref, meta["uid"], meta["resourceVersion"], reason, allowed, obj["apiVersion"]
+        ref, meta["uid"], meta["resourceVersion"], reason, allowed, obj["apiVersion"], labels_now
     )
 
 
@@ -104,29 +105,44 @@ def plan_prune(
     return found
 
 
+async def _delete(kube: Kube, cand: PruneCandidate, dry_run: bool) -> bool:
+    """Delete if it is still the object we decided on; a changed one is looked at once more."""
+    res = await kube.resource(cand.api_version, cand.ref.kind)
+    ns, name = cand.ref.namespace, cand.ref.name
+    try:
+        return await kube.delete(
+            res, ns, name, uid=cand.uid, resource_version=cand.resource_version, dry_run=dry_run
+        )
+    except ApiError as err:
+        if err.status != 409:
+            raise
+    # It changed since the list (a PVC being bound, a status update): delete it only if it is
+    # still ours, still labelled as when we decided, and not already going.
+    live = await kube.get(res, ns, name)
+    meta = (live or {}).get("metadata", {})
+    if (
+        live is None
+        or meta.get("uid") != cand.uid
+        or meta.get("deletionTimestamp")
+        or not ours(live)
+        or frozenset((meta.get("labels") or {}).items()) != cand.labels
+    ):
+        return False
+    try:
+        return await kube.delete(
+            res, ns, name, uid=cand.uid, resource_version=meta["resourceVersion"], dry_run=dry_run
+        )
+    except ApiError as err:
+        if err.status == 409:  # changed again: the next pass decides
+            return False
+        raise
+
+
 async def prune(
     kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False
 ) -> list[PruneCandidate]:
     """Delete the allowed candidates; returns those deleted (or that would be, with dry_run)."""
-    deleted = []
-    for cand in (c for c in candidates if c.allowed):
-        res = await kube.resource(cand.api_version, cand.ref.kind)
-        try:
-            gone = await kube.delete(
-                res,
-                cand.ref.namespace,
-                cand.ref.name,
-                uid=cand.uid,
-                resource_version=cand.resource_version,
-                dry_run=dry_run,
-            )
-        except ApiError as err:
-            if err.status == 409:  # changed since we listed it: decide again next pass
-                continue
-            raise
-        if gone:
-            deleted.append(cand)
-    return deleted
+    return [cand for cand in candidates if cand.allowed and await _delete(kube, cand, dry_run)]
 
 
 def _of_instance(observed: Observed, namespace: str, name: str):

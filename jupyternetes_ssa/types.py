@@ -76,6 +76,7 @@ class PruneCandidate:
     reason: str
     allowed: bool  # False: kept by its deletionPolicy Retain (PVCs by default)
     api_version: str = "v1"
+    labels: frozenset[tuple[str, str]] = frozenset()  # as listed: a re-check must see the same
 
 
 @dataclass

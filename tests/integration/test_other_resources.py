@@ -17,6 +17,7 @@ from reconcile_helpers import (
 
 from jupyternetes_ssa import FIELD_MANAGER
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, Kube, Resource
+from jupyternetes_ssa.local_cluster import wait_for
 
 pytestmark = pytest.mark.integration
 SERVICE = Resource("v1", "Service", "services")
@@ -166,6 +167,11 @@ async def test_item_conditions_follow_the_instances_variables(kube: Kube, namesp
     assert await kube.get(PVC, namespace, "cpu-user-scratch") is None
     assert await kube.get(POD, namespace, "cpu-user-gpu-monitor") is None
 
+    await wait_for(
+        lambda: _bound(kube, namespace, "gpu-user-scratch"),
+        timeout=30,
+        message="the scratch PVC settles (bound)",
+    )
     switched = seed_instance(namespace, "gpu-user", profile="cpu")
     await put(kube, switched)
     summary = await once(kube, namespace)
@@ -174,3 +180,8 @@ async def test_item_conditions_follow_the_instances_variables(kube: Kube, namesp
     assert all("condition" in c.reason for c in summary.pruned)
     live = await kube.get(INSTANCE, namespace, "gpu-user")
     assert set(live["status"]["pvcs"]) == {"workspace"}
+
+
+async def _bound(kube: Kube, ns: str, name: str) -> bool:
+    pvc = await kube.get(PVC, ns, name)
+    return bool(pvc) and pvc.get("status", {}).get("phase") == "Bound"

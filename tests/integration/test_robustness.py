@@ -127,3 +127,39 @@ async def test_a_reconciler_killed_mid_pass_converges_on_the_next_run(cluster, n
 
 async def _some_pods(kube: Kube, ns: str) -> bool:
     return len((await kube.list(POD, ns)).items) > 0
+
+
+async def test_a_delete_goes_ahead_when_only_unrelated_fields_changed_since_the_list(
+    cluster, namespace: str
+):
+    kube = Kube(cluster.api)
+    template = seed_template(namespace)
+    template["spec"]["pods"].append(
+        {"name": "sidecar", "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+    )
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "jovyan"))
+    assert (await once(kube, namespace)).ok
+    settings = Settings(namespaces=(namespace,))
+    observed = await observe(kube, settings, await owned_resources(kube, settings))
+    candidates = [
+        c
+        for c in plan_prune(observed, {(namespace, "jovyan"): set()})
+        if c.ref.name == "jovyan-sidecar"
+    ]
+    await kube.apply(  # a new resourceVersion, same labels: e.g. someone's annotation
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "jovyan-sidecar",
+                "namespace": namespace,
+                "annotations": {"example.com/seen": "yes"},
+            },
+        },
+        field_manager="someone-else",
+    )
+
+    deleted = await prune(kube, candidates)
+
+    assert [c.ref.name for c in deleted] == ["jovyan-sidecar"]
