@@ -54,16 +54,7 @@ async def test_a_delete_decided_on_a_stale_list_is_refused_by_its_precondition(
     cluster, namespace: str
 ):
     kube = Kube(cluster.api)
-    template = seed_template(namespace)
-    template["spec"]["pods"].append(
-        {"name": "sidecar", "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
-    )
-    await put(kube, template)
-    await put(kube, seed_instance(namespace, "jovyan"))
-    assert (await once(kube, namespace)).ok
-    settings = Settings(namespaces=(namespace,))
-    observed = await observe(kube, settings, await owned_resources(kube, settings))
-    candidates = plan_prune(observed, {(namespace, "jovyan"): set()})  # as if nothing is wanted
+    candidates = await _decided_with_nothing_wanted(kube, namespace)
     assert {c.ref.name for c in candidates if c.allowed} == {"jovyan-notebook", "jovyan-sidecar"}
 
     # the objects change after the decision (here: another manager labels them)
@@ -133,18 +124,9 @@ async def test_a_delete_goes_ahead_when_only_unrelated_fields_changed_since_the_
     cluster, namespace: str
 ):
     kube = Kube(cluster.api)
-    template = seed_template(namespace)
-    template["spec"]["pods"].append(
-        {"name": "sidecar", "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
-    )
-    await put(kube, template)
-    await put(kube, seed_instance(namespace, "jovyan"))
-    assert (await once(kube, namespace)).ok
-    settings = Settings(namespaces=(namespace,))
-    observed = await observe(kube, settings, await owned_resources(kube, settings))
     candidates = [
         c
-        for c in plan_prune(observed, {(namespace, "jovyan"): set()})
+        for c in await _decided_with_nothing_wanted(kube, namespace)
         if c.ref.name == "jovyan-sidecar"
     ]
     await kube.apply(  # a new resourceVersion, same labels: e.g. someone's annotation
@@ -163,3 +145,18 @@ async def test_a_delete_goes_ahead_when_only_unrelated_fields_changed_since_the_
     deleted = await prune(kube, candidates)
 
     assert [c.ref.name for c in deleted] == ["jovyan-sidecar"]
+
+
+async def _decided_with_nothing_wanted(kube: Kube, namespace: str) -> list:
+    """A converged instance with a notebook and a sidecar pod, and the prune plan of a pass that
+    (as if its template were emptied) wants none of them."""
+    template = seed_template(namespace)
+    template["spec"]["pods"].append(
+        {"name": "sidecar", "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+    )
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "jovyan"))
+    assert (await once(kube, namespace)).ok
+    settings = Settings(namespaces=(namespace,))
+    observed = await observe(kube, settings, await owned_resources(kube, settings))
+    return plan_prune(observed, {(namespace, "jovyan"): set()})
