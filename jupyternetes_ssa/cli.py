@@ -187,6 +187,15 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
         )
 
 
+def _pass_and_report(
+    kubeconfig, context, settings: Settings, output: Output, *, prune_only: bool = False
+):
+    """One pass, summarised on stdout; the caller turns the summary into an exit code."""
+    summary = _run(_pass(kubeconfig, context, settings, prune_only))
+    _report(summary, output, settings.dry_run)
+    return summary
+
+
 def _report(summary, output: Output, dry_run: bool) -> None:
     from jupyternetes_ssa.report import summary_json, summary_text
 
@@ -253,8 +262,7 @@ def reconcile(
         health_host=health_host,
     )
     if once or dry_run:
-        summary = _run(_pass(kubeconfig, context, settings))
-        _report(summary, output, dry_run)
+        summary = _pass_and_report(kubeconfig, context, settings, output)
         raise typer.Exit(0 if summary.ok else 1)
     from jupyternetes_ssa.controller import run_controller
 
@@ -272,8 +280,7 @@ def diff(
 ) -> None:
     """Show what a reconcile would change, from a server-side dry-run (writes nothing)."""
     settings = _settings(namespace, template_namespace, allow_kind, dry_run=True)
-    summary = _run(_pass(kubeconfig, context, settings))
-    _report(summary, output, True)
+    summary = _pass_and_report(kubeconfig, context, settings, output)
     raise typer.Exit(0 if summary.ok else 1)
 
 
@@ -292,8 +299,7 @@ def gc(
     if dry_run == yes:
         fail("say exactly one of --dry-run (list what would be deleted) or --yes (delete it)", 2)
     settings = _settings(namespace, template_namespace, allow_kind, dry_run=dry_run)
-    summary = _run(_pass(kubeconfig, context, settings, prune_only=True))
-    _report(summary, output, dry_run)
+    summary = _pass_and_report(kubeconfig, context, settings, output, prune_only=True)
     raise typer.Exit(1 if summary.prune_error else 0)
 
 
