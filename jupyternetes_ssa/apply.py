@@ -13,13 +13,14 @@ import asyncio
 import hashlib
 import json
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from jupyternetes_ssa import labels
-from jupyternetes_ssa.diff import changes, drift
+from jupyternetes_ssa import FIELD_MANAGER, labels, ownership
+from jupyternetes_ssa.diff import changes, contested, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.observe import Observed
-from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
+from jupyternetes_ssa.ownership import Owner
+from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
 
@@ -29,18 +30,24 @@ class Plan:
     item: RenderedItem
     desired: Manifest
     live: Manifest | None
+    verdict: ownership.Verdict = "create"
 
 
 def manifest_hash(manifest: Manifest) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def stamped(item: RenderedItem) -> Manifest:
-    """The manifest we send: the rendered one plus our annotations (hash, PVC deletion policy)."""
+def stamped(
+    item: RenderedItem, owner: Owner | None = None, live: Manifest | None = None, verdict="create"
+) -> Manifest:
+    """The manifest we send: the rendered one plus our annotations (owner record, hash, PVC
+    deletion policy) and, with an owner, the uid guard (see ownership.stamp)."""
     desired = deepcopy(item.manifest)
     annotations = desired["metadata"].setdefault("annotations", {})
     if item.section != "pods":  # recorded, so GC knows the policy once the template is gone
         annotations[labels.DELETION_POLICY] = item.deletion_policy
+    if owner is not None:
+        ownership.stamp(desired, owner, live, verdict)
     annotations[labels.APPLIED_HASH] = manifest_hash(desired)
     return desired
 
@@ -72,14 +79,28 @@ def _pending(plan: Plan, err: ApiError) -> ItemOutcome:
 
 
 def _rejected(plan: Plan, err: ApiError) -> ItemOutcome:
+    if _guard_tripped(err):
+        return ItemOutcome(
+            plan.item, "failed", plan.live, f"{plan.item.ref} exists", reason="GuardTripped"
+        )
     return ItemOutcome(
         plan.item, "failed", plan.live, f"the apiserver rejected {plan.item.ref}: {err.message}"
     )
 
 
+async def _write(kube: Kube, plan: Plan, dry_run: bool) -> Manifest:
+    """Create what our caches say is absent (a create fails if it exists after all: never an
+    apply that would take it over); server-side apply, guarded by uid, to what exists."""
+    if plan.live is None:
+        return await kube.create(plan.desired, dry_run=dry_run)
+    if not dry_run:
+        await kube.own_as_applied(plan.live)
+    return await kube.apply(ownership.uid_guard(plan.desired, plan.live), dry_run=dry_run)
+
+
 async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     try:
-        live = await kube.apply(plan.desired, dry_run=dry_run)
+        live = await _write(kube, plan, dry_run)
     except ApiError as err:
         if _forbidden_in_place(err, plan.live):
             return _pending(plan, err)
@@ -87,17 +108,14 @@ async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     return ItemOutcome(plan.item, "configured" if plan.live else "created", live)
 
 
-def _leftover(plan: Plan) -> str:
+def _leftover(plan: Plan, verdict: ownership.Verdict) -> str:
     """Why the live object is not one to apply to (terminating, or an earlier incarnation's)."""
     live = plan.live
     if live is None:
         return ""
     if live["metadata"].get("deletionTimestamp"):
         return "waiting for the previous object to finish terminating"
-    want = {o["uid"] for o in plan.desired["metadata"].get("ownerReferences", [])}
-    owners = live["metadata"].get("ownerReferences", [])
-    have = {o.get("uid") for o in owners if o.get("controller")}
-    if plan.item.section == "pods" and want and have and not want & have:
+    if plan.item.section == "pods" and verdict == "successor":
         return "replacing the pod of an earlier incarnation of the instance"
     return ""
 
@@ -183,23 +201,112 @@ async def _converge(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[I
     return outcomes
 
 
+async def _extended_by_others(kube: Kube, current: list[Plan]) -> set[ObjectRef]:
+    """Current-looking objects where another manager holds fields we set, and the server says
+    our apply would change something (it took over a list or map of ours and extended it).
+    Costs a dry-run only for such objects: none in a steady state of our own."""
+    suspects = [p for p in current if contested(p.desired, p.live, FIELD_MANAGER)]
+    checks = await asyncio.gather(*(_would_change(kube, p) for p in suspects))
+    return {p.item.ref for p, changed in zip(suspects, checks, strict=True) if changed}
+
+
+async def _would_change(kube: Kube, plan: Plan) -> bool:
+    try:
+        after = await kube.apply(plan.desired, dry_run=True)
+    except ApiError:
+        return True  # let the real apply report it
+    return bool(changes(plan.live, after))
+
+
+def _guard_tripped(err: ApiError) -> bool:
+    """The object is not what our caches said: it exists after all (made by someone else, or
+    not yet in our watch), or the one we saw was replaced or deleted."""
+    return (
+        err.reason == "AlreadyExists"
+        or (err.status == 422 and any(c.get("field") == "metadata.uid" for c in err.causes))
+        or (err.status == 409 and "uid mismatch" in err.message)
+    )
+
+
+def _conflict(item: RenderedItem, live: Manifest, holder: str) -> ItemOutcome:
+    adoptable = ownership.owner_of(live) is None
+    message = ownership.conflict_message(str(item.ref), holder, item.item, adoptable)
+    return ItemOutcome(item, "failed", None, message, reason="NameConflict")
+
+
+def _plans(
+    items: tuple[RenderedItem, ...], owner: Owner, live_of, alive
+) -> tuple[list[Plan], dict[ObjectRef, ItemOutcome]]:
+    """A plan per item, and the items refused because another owns their object."""
+    plans, refused = [], {}
+    for item in items:
+        live = live_of(item)
+        decision = ownership.claim(live, owner, alive, item.adopt)
+        if not decision.allowed:
+            refused[item.ref] = _conflict(item, live, decision.holder)
+        plans.append(
+            Plan(item, stamped(item, owner, live, decision.verdict), live, decision.verdict)
+        )
+    return plans, refused
+
+
 async def apply_items(
     kube: Kube,
     items: tuple[RenderedItem, ...],
     observed: Observed,
+    owner: Owner,
     *,
     recreate_pods: bool = False,
     dry_run: bool = False,
 ) -> list[ItemOutcome]:
-    """Converge `items` (already in apply order) and say what happened to each."""
-    plans = [Plan(i, stamped(i), observed.live(i.manifest)) for i in items]
+    """Converge `items` (already in apply order) and say what happened to each.
+
+    An object our caches did not show (made by hand, or by someone else) trips the uid guard
+    before anything is written; it is then read once and judged like any other.
+    """
+    fetched: dict[ObjectRef, Manifest] = {}
+    outcomes = await _apply_items(kube, items, observed, owner, fetched, recreate_pods, dry_run)
+    tripped = [o.item for o in outcomes if o.reason == "GuardTripped"]
+    if not tripped:
+        return outcomes
+    for item in tripped:
+        res = await kube.resource(item.manifest["apiVersion"], item.manifest["kind"])
+        if (live := await kube.get(res, item.ref.namespace, item.ref.name)) is not None:
+            fetched[item.ref] = live
+    outcomes = await _apply_items(kube, items, observed, owner, fetched, recreate_pods, dry_run)
+    return [
+        replace(o, reason="ApplyFailed", message=f"{o.item.ref} changed under us; retrying")
+        if o.reason == "GuardTripped"
+        else o
+        for o in outcomes
+    ]
+
+
+async def _apply_items(
+    kube: Kube,
+    items: tuple[RenderedItem, ...],
+    observed: Observed,
+    owner: Owner,
+    fetched: dict[ObjectRef, Manifest],
+    recreate_pods: bool,
+    dry_run: bool,
+) -> list[ItemOutcome]:
+    def live_of(item: RenderedItem) -> Manifest | None:
+        return fetched.get(item.ref) or observed.live(item.manifest)
+
+    plans, refused = _plans(items, owner, live_of, observed.alive)
+    if refused:
+        first = next(iter(refused.values()))
+        return [refused.get(p.item.ref) or _held_back(p, first) for p in plans]
+    current = [p for p in plans if is_current(p.desired, p.live)]
+    extended = await _extended_by_others(kube, current)
     done = {
         p.item.ref: ItemOutcome(p.item, "unchanged", p.live)
-        for p in plans
-        if is_current(p.desired, p.live)
+        for p in current
+        if p.item.ref not in extended
     }
     for plan in plans:
-        if plan.item.ref not in done and (why := _leftover(plan)):
+        if plan.item.ref not in done and (why := _leftover(plan, plan.verdict)):
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
     todo = [p for p in plans if p.item.ref not in done]
     if dry_run:

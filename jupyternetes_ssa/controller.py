@@ -17,7 +17,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, Kube, Resource
+from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, ApiError, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
@@ -36,6 +36,7 @@ from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
+UNHEALTHY_AFTER_SECONDS = 120.0  # a watch failing this long makes /healthz fail
 
 
 def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
@@ -74,6 +75,9 @@ class Controller:
         # looks at its own instance's objects, not at every object in the cache.
         self.members: dict[tuple[str, str], set[tuple[str, Key]]] = defaultdict(set)
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
+        if self.elector is not None:
+            kube.write_gate = self.elector.may_write
+        self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
@@ -116,6 +120,12 @@ class Controller:
 
     def synced(self) -> bool:
         return bool(self.informers) and all(i.synced for i in self.informers)
+
+    def healthy(self) -> bool:
+        """For /healthz: every background task still runs and no watch has failed for long."""
+        return not any(t.done() for t in self.tasks) and not any(
+            i.failing_for() > UNHEALTHY_AFTER_SECONDS for i in self.informers
+        )
 
     # --- event handlers: map an event to instance keys --------------------------------------
     def _on_instance(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
@@ -217,7 +227,10 @@ class Controller:
             for key in list(self.observed.instances):
                 self.queue.add(key)
             if self.synced():
-                await self._prune()
+                try:
+                    await self._prune()
+                except ApiError as err:  # e.g. a 403: say so, and try again at the next resync
+                    log.error("garbage collection failed: %s", err)
 
     async def _wait_synced(self) -> None:
         while not self.synced():
@@ -226,10 +239,15 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
         self.informers = self._informers(await owned_resources(self.kube, self.s))
-        tasks = [asyncio.create_task(i.run()) for i in self.informers]
+        tasks = self.tasks
+        tasks += [
+            asyncio.create_task(i.run(), name=f"informer {i.res.kind}") for i in self.informers
+        ]
         server = None
         if self.s.health_port:
-            server = await serve(self.s.health_host, self.s.health_port, self.synced, self.metrics)
+            server = await serve(
+                self.s.health_host, self.s.health_port, self.synced, self.metrics, self.healthy
+            )
         code = 0
         try:
             code = await self._lead(stop, tasks)
@@ -244,25 +262,45 @@ class Controller:
         return code
 
     async def _lead(self, stop: asyncio.Event, tasks: list[asyncio.Task]) -> int:
+        """Wait for leadership and synced caches, start the workers, and return when told to
+        stop (0) or when anything that must run forever has ended (1, with its cause logged)."""
         stopping = asyncio.create_task(stop.wait())
-        tasks.append(stopping)
         if self.elector:
             acquiring = asyncio.create_task(self.elector.acquire())
-            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
+            await asyncio.wait({acquiring, stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() or not acquiring.done():
                 acquiring.cancel()
-                return 0
-            tasks.append(asyncio.create_task(self.elector.hold()))
-        await self._wait_synced()
+                return 0 if stop.is_set() else _failed(tasks)
+            tasks.append(asyncio.create_task(self.elector.hold(), name="lease renewal"))
+        synced = asyncio.create_task(self._wait_synced())
+        await asyncio.wait({synced, stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():
+            synced.cancel()
+            return 0 if stop.is_set() else _failed(tasks)
         log.info("caches synced: %d instances; reconciling", len(self.observed.instances))
-        tasks += [asyncio.create_task(self._worker()) for _ in range(self.s.concurrency)]
-        tasks.append(asyncio.create_task(self._resync()))
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopping and isinstance(task.exception(), LostLeadership):
-                log.error("%s; exiting so that another replica takes over", task.exception())
-                return 1
-        return 0
+        tasks += [
+            asyncio.create_task(self._worker(), name=f"worker {n}")
+            for n in range(self.s.concurrency)
+        ]
+        tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        return 0 if stop.is_set() else _failed(tasks)
+
+
+def _failed(tasks: list[asyncio.Task]) -> int:
+    """Log why a task that should run forever ended; the process then exits 1 to be restarted."""
+    for task in tasks:
+        if not task.done() or task.cancelled():
+            continue
+        err = task.exception()
+        if isinstance(err, LostLeadership):
+            log.error("%s; exiting so that another replica takes over", err)
+        elif err is not None:
+            log.error("%s failed; exiting", task.get_name(), exc_info=err)
+        else:
+            log.error("%s ended unexpectedly; exiting", task.get_name())
+    return 1
 
 
 async def run_controller(kubeconfig: str | None, context: str | None, settings: Settings) -> int:

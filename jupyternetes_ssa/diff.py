@@ -123,3 +123,43 @@ def changes(before: Any, after: Any, path: str = "") -> list[str]:
             for p in changes(b, a, _join(path, i))
         ]
     return [] if _same_leaf(path, after, before) else [path or "."]
+
+
+def _managed_paths(fields: dict, prefix: tuple = ()) -> set[tuple]:
+    """The fields a managedFields entry holds, as key paths; a list item stands for its list."""
+    out: set[tuple] = set()
+    for key, sub in fields.items():
+        if key == ".":
+            continue
+        if not key.startswith("f:"):
+            out.add(prefix)
+            continue
+        path = (*prefix, key[2:])
+        children = {k: v for k, v in sub.items() if k != "."} if isinstance(sub, dict) else {}
+        out |= _managed_paths(children, path) if children else {path}
+    return out
+
+
+def _set_paths(node: Any, prefix: tuple = ()) -> set[tuple]:
+    """The key paths we set; a list counts as one field (we own it whole or by item)."""
+    if isinstance(node, dict) and node:
+        return {p for k, v in node.items() for p in _set_paths(v, (*prefix, k))}
+    return {prefix}
+
+
+def contested(desired: dict, live: dict, manager: str) -> list[str]:
+    """Fields we set that another manager also holds (outside the status and other subresources).
+
+    Such a manager may have extended them in ways `drift` cannot see (an extra rule in a list we
+    set, an extra key in a map it took over); only the server can say what our apply would do.
+    """
+    ours = _set_paths({k: v for k, v in desired.items() if k not in ("apiVersion", "kind")})
+    prefixes = {p[:i] for p in ours for i in range(1, len(p) + 1)}
+    found: set[str] = set()
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == manager or entry.get("subresource"):
+            continue
+        for path in _managed_paths(entry.get("fieldsV1") or {}):
+            if path in prefixes or any(path[:i] in ours for i in range(1, len(path))):
+                found.add(".".join(path))
+    return sorted(found)

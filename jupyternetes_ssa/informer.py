@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from jupyternetes_ssa.kube import ApiError, Kube, Resource, WatchExpired
@@ -42,10 +43,16 @@ class Informer:
         self._failing: set[str | None] = set()
         self.relists = 0
         self.last_error: Exception | None = None
+        self._failing_since: float | None = None
 
     @property
     def synced(self) -> bool:
         return len(self._synced) == len(self.scopes) and not self._failing
+
+    def failing_for(self) -> float:
+        """Seconds since list/watch started failing without a successful list since (0: fine)."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def run(self) -> None:
         await asyncio.gather(*(self._run_scope(s) for s in self.scopes))
@@ -56,6 +63,8 @@ class Informer:
             try:
                 rv = await self._relist(scope)
                 self._failing.discard(scope)
+                if not self._failing:
+                    self._failing_since = None
                 failures = 0
                 while True:
                     rv = await self._watch(scope, rv)
@@ -63,6 +72,7 @@ class Informer:
                 log.info("%s watch expired; re-listing", self.res.kind)
             except (ApiError, OSError, ValueError) as err:
                 self._failing.add(scope)
+                self._failing_since = self._failing_since or time.monotonic()
                 self.last_error = err
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)

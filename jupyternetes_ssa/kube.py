@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,17 @@ class ApiError(Exception):
         return (self.body.get("details") or {}).get("causes") or []
 
 
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica may no longer be the leader."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "NotLeading", "not the leader (lease not renewed in time); not writing")
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 class UnknownKind(ApiError):
     """The apiserver serves no such kind (or not at that apiVersion)."""
 
@@ -136,6 +147,7 @@ class Kube:
         self.api = api
         self.retry = retry or RetryPolicy()
         self._discovered: dict[str, list[Resource]] = {}  # groupVersion -> its resources
+        self.write_gate: Callable[[], bool] | None = None  # leader election's fence
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -148,6 +160,8 @@ class Kube:
     ) -> dict:
         """One REST call, decoded; raises ApiError after retrying what is transient."""
         for attempt in range(self.retry.attempts):
+            if method != "GET" and self.write_gate is not None and not self.write_gate():
+                raise NotLeading()
             try:
                 async with self.api.call_api(
                     method, version=res.api_version, namespace=namespace, url=url, **kwargs
@@ -223,15 +237,66 @@ class Kube:
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
 
-    async def create(self, manifest: Manifest) -> Manifest:
+    async def create(
+        self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER
+    ) -> Manifest:
+        """POST: fails with 409 AlreadyExists instead of touching an object that exists."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
+        params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+        if dry_run:
+            params["dryRun"] = "All"
         return await self.request(
             "POST",
             res,
             manifest["metadata"].get("namespace"),
             res.url(),
             content=json.dumps(manifest),
+            params=params,
         )
+
+    async def own_as_applied(self, live: Manifest, field_manager: str = FIELD_MANAGER) -> None:
+        """Turn the fields a create recorded for us (an `Update` entry) into our `Apply` entry,
+        as kubectl's client-side-to-server-side upgrade does; without it a later apply could
+        not remove a field the template dropped. Once per object; a lost race is left to the
+        next pass (the apply that follows is guarded by uid either way)."""
+        meta = live["metadata"]
+        entries = meta.get("managedFields") or []
+
+        def ours(entry: dict, operation: str) -> bool:
+            return (
+                entry.get("manager") == field_manager
+                and entry.get("operation") == operation
+                and not entry.get("subresource")
+            )
+
+        updates = [i for i, e in enumerate(entries) if ours(e, "Update")]
+        if not updates:
+            return
+        applied = any(ours(e, "Apply") for e in entries)
+        ops: list[dict] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        for i in reversed(updates):
+            path = f"/metadata/managedFields/{i}"
+            ops.append(
+                {"op": "remove", "path": path}
+                if applied
+                else {"op": "replace", "path": f"{path}/operation", "value": "Apply"}
+            )
+        res = await self.resource(live["apiVersion"], live["kind"])
+        try:
+            await self.request(
+                "PATCH",
+                res,
+                meta.get("namespace"),
+                res.url(meta["name"]),
+                content=json.dumps(ops),
+                params={"fieldManager": field_manager},
+                headers={"Content-Type": "application/json-patch+json"},
+            )
+        except ApiError as err:
+            if err.status not in (404, 409, 422):
+                raise
 
     async def replace(self, manifest: Manifest) -> Manifest:
         """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""

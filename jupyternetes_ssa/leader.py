@@ -1,8 +1,14 @@
-"""Leader election on a coordination.k8s.io Lease, as client-go does it.
+"""Leader election on a coordination.k8s.io Lease, as client-go does it, plus a write fence.
 
 A lease counts as expired when its record has not changed for leaseDurationSeconds by OUR clock
 (the time we last saw it change), so clock skew between replicas does not matter. Writes use the
 lease's resourceVersion: two candidates can never both win.
+
+A standby takes over at the earliest leaseDuration after the last renewal it saw. The leader's
+own writes are fenced at renewDeadline (shorter) after the start of its last successful renewal:
+every lease call is bounded by what is left of that deadline and never retried at length, and
+`may_write` closes the door for the reconciler's writes the moment it passes, even if the process
+was frozen (SIGSTOP, a stalled VM) and has not yet noticed.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from jupyternetes_ssa.kube import LEASE, ApiError, Kube
+from jupyternetes_ssa.kube import LEASE, ApiError, Kube, RetryPolicy
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Manifest
 
@@ -29,9 +35,16 @@ def _micro_now() -> str:
 
 class LeaderElector:
     def __init__(self, kube: Kube, settings: Settings):
-        self.kube, self.s = kube, settings
+        # One attempt per call: a retry must not outlive the renew deadline.
+        self.kube, self.s = Kube(kube.api, RetryPolicy(attempts=1)), settings
         self.is_leader = False
         self._seen: tuple[str, float] = ("", 0.0)  # (record we last saw, when it changed)
+        self._fence = 0.0  # monotonic time until which our writes are safe
+
+    def may_write(self) -> bool:
+        """True while we lead and our last renewal is recent enough that no standby can have
+        taken over yet."""
+        return self.is_leader and time.monotonic() < self._fence
 
     def _spec(self, spec: dict, taking_over: bool) -> dict:
         now = _micro_now()
@@ -55,6 +68,18 @@ class LeaderElector:
         return not spec.get("holderIdentity") or time.monotonic() - self._seen[1] > duration
 
     async def try_acquire_or_renew(self) -> bool:
+        """One bounded attempt; on success the write fence moves to now + renew deadline."""
+        started = time.monotonic()
+        try:
+            won = await asyncio.wait_for(self._attempt(), self.s.renew_deadline_seconds / 2)
+        except TimeoutError:
+            log.warning("leader election: the lease call timed out")
+            return False
+        if won:
+            self._fence = started + self.s.renew_deadline_seconds
+        return won
+
+    async def _attempt(self) -> bool:
         ns, name = self.s.lease_namespace, self.s.lease_name
         try:
             lease = await self.kube.get(LEASE, ns, name)
@@ -91,15 +116,15 @@ class LeaderElector:
         )
 
     async def hold(self) -> None:
-        """Renew until a renewal has failed for renew_deadline; then raise LostLeadership."""
-        last_ok = time.monotonic()
+        """Renew every retry period; raise LostLeadership once the fence has passed."""
         while True:
             await asyncio.sleep(self.s.retry_period_seconds)
-            if await self.try_acquire_or_renew():
-                last_ok = time.monotonic()
-            elif time.monotonic() - last_ok > self.s.renew_deadline_seconds:
+            if not await self.try_acquire_or_renew() and not self.may_write():
                 self.is_leader = False
-                raise LostLeadership(f"could not renew lease {self.s.lease_name}")
+                raise LostLeadership(
+                    f"could not renew lease {self.s.lease_name} within "
+                    f"{self.s.renew_deadline_seconds:g}s"
+                )
 
     async def release(self) -> None:
         """Hand the lease back at shutdown so a successor need not wait for it to expire."""

@@ -23,6 +23,7 @@ from jupyternetes_ssa.kube import (
     UnknownKind,
     kind_key,
 )
+from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Manifest
 
@@ -86,6 +87,11 @@ class Observed:
         store = self.store_for(obj)
         if store is not None:
             store.pop(key_of(obj), None)
+
+    def alive(self, owner: Owner) -> bool:
+        """Whether the instance an owner record names still exists (same name, same uid)."""
+        instance = self.instances.get(owner.key)
+        return instance is not None and instance["metadata"].get("uid") == owner.uid
 
     def live(self, manifest: Manifest) -> Manifest | None:
         """The live object for a manifest we would apply (None if absent or not watched)."""
@@ -165,14 +171,18 @@ async def owned_resources(kube: Kube, settings: Settings) -> list[Resource]:
 
 
 async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> Observed:
-    """List everything one pass needs; raises if any list fails (never a partial picture)."""
+    """List everything one pass needs; raises if any list fails (never a partial picture).
+
+    Our objects are listed before the instances: an object in the picture was created before
+    its instance was listed, so a brand-new instance's objects are never taken for orphans.
+    """
     scope = settings.namespaces
     managed = {"label_selector": labels.MANAGED_SELECTOR}
-    instances, templates, events, *owned = await asyncio.gather(
+    owned = await asyncio.gather(*(_list_all(kube, res, scope, **managed) for res in resources))
+    instances, templates, events = await asyncio.gather(
         _list_all(kube, INSTANCE, scope),
         _list_all(kube, TEMPLATE, template_scope(settings)),
         _list_all(kube, EVENT, scope, field_selector=WARNING_EVENTS),
-        *(_list_all(kube, res, scope, **managed) for res in resources),
     )
     seen = Observed(
         instances={key_of(o): o for o in instances},

@@ -12,24 +12,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from jupyternetes_ssa import FIELD_MANAGER, labels
+from jupyternetes_ssa import labels
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity
+from jupyternetes_ssa.ownership import adopted, managed_by_us, owner_of
 from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
 
 Wanted = dict[Key, set[tuple[str, Key]] | None]  # instance -> objects it wants; None: unknown
 
 
 def ours(obj: Manifest) -> bool:
-    meta = obj["metadata"]
-    return (meta.get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGED_BY_VALUE and any(
-        m.get("manager") == FIELD_MANAGER for m in meta.get("managedFields") or []
-    )
+    """Made by us: our label and field manager (and, since owner records, a record)."""
+    return managed_by_us(obj)
 
 
-def _instances_by_label(observed: Observed) -> dict[tuple[str, str], Key]:
-    return {(ns, safe_label_value(name)): (ns, name) for ns, name in observed.instances}
+class _ByLabel:
+    """Instances by (namespace, label value), built only if an object without a record needs it
+    (a scan of every instance per reconcile would be quadratic at start-up)."""
+
+    def __init__(self, observed: Observed):
+        self.observed, self.index = observed, None
+
+    def get(self, key: tuple[str, str]) -> Key | None:
+        if self.index is None:
+            names = self.observed.instances
+            self.index = {(ns, safe_label_value(name)): (ns, name) for ns, name in names}
+        return self.index.get(key)
 
 
 def _item_label(obj: Manifest) -> str:
@@ -37,22 +46,37 @@ def _item_label(obj: Manifest) -> str:
     return next((lbl[k] for k in labels.ITEM_LABEL.values() if k in lbl), "?")
 
 
-def _why(obj: Manifest, owners: dict[tuple[str, str], Key], wanted: Wanted) -> str | None:
-    """Why `obj` should go, or None when it should stay (or we cannot be sure)."""
+def owner_key(obj: Manifest, by_label: _ByLabel) -> Key | None:
+    """The (namespace, name) of the instance the object belongs to: its owner record, or for
+    objects made before records existed, its instance labels; None if no such instance exists."""
+    recorded = owner_of(obj)
+    if recorded is not None:
+        return recorded.key
     meta = obj["metadata"]
     lbl = meta.get("labels") or {}
-    owner = owners.get(
+    return by_label.get(
         (lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, ""))
     )
-    if owner is None:
+
+
+def _why(obj: Manifest, observed: Observed, by_label: _ByLabel, wanted: Wanted) -> str | None:
+    """Why `obj` should go, or None when it should stay (or we cannot be sure)."""
+    key = owner_key(obj, by_label)
+    if key is None or key not in observed.instances:
         if _owned_by_an_instance(obj):
             return None  # Kubernetes' garbage collector deletes it: racing it costs requests
-        return f"its instance {lbl.get(labels.INSTANCE, '?')} no longer exists"
-    want = wanted.get(owner)
+        recorded = owner_of(obj)
+        name = (
+            recorded.name
+            if recorded
+            else obj["metadata"].get("labels", {}).get(labels.INSTANCE, "?")
+        )
+        return f"its instance {name} no longer exists"
+    want = wanted.get(key)
     if want is None or identity(obj) in want:
         return None
     item = _item_label(obj)
-    return f"instance {owner[1]} no longer lists item {item} (or its condition is false)"
+    return f"instance {key[1]} no longer lists item {item} (or its condition is false)"
 
 
 def _owned_by_an_instance(obj: Manifest) -> bool:
@@ -60,7 +84,10 @@ def _owned_by_an_instance(obj: Manifest) -> bool:
 
 
 def deletable(obj: Manifest) -> bool:
-    """Pods always; others by their recorded deletionPolicy, PVCs kept without one (user data)."""
+    """Never what was adopted; pods always; others by their recorded deletionPolicy, PVCs kept
+    without one (user data)."""
+    if adopted(obj):
+        return False
     if obj["kind"] == POD.kind and obj["apiVersion"] == "v1":
         return True
     default = "Retain" if obj["kind"] == PVC.kind and obj["apiVersion"] == "v1" else "Delete"
@@ -91,7 +118,7 @@ def plan_prune(
     (default: every object of ours in the picture)."""
     if not observed.complete:
         return []
-    owners = _instances_by_label(observed)
+    by_label = _ByLabel(observed)
     found = []
     alive = (
         _ours_alive(observed)
@@ -99,7 +126,7 @@ def plan_prune(
         else (o for o in objects if ours(o) and not o["metadata"].get("deletionTimestamp"))
     )
     for obj in alive:
-        reason = _why(obj, owners, wanted)
+        reason = _why(obj, observed, by_label, wanted)
         if reason is not None:
             found.append(_candidate(obj, reason, deletable(obj)))
     return found
@@ -146,21 +173,21 @@ async def prune(
 
 
 def _of_instance(observed: Observed, namespace: str, name: str):
-    value = safe_label_value(name)
+    by_label = _ByLabel(observed)
     for objects in observed.owned.values():
         for (ns, _), obj in objects.items():
-            if (
-                ns == namespace
-                and (obj["metadata"].get("labels") or {}).get(labels.INSTANCE) == value
-            ):
+            if ns == namespace and owner_key(obj, by_label) == (namespace, name):
                 yield obj
 
 
 def plan_purge(observed: Observed, namespace: str, name: str) -> list[PruneCandidate]:
-    """Everything of ours labelled for this instance, PVCs included (spec.purge asked for it)."""
+    """Everything of ours recorded for this instance, PVCs included (spec.purge asked for it);
+    adopted objects are reported as kept, never deleted."""
     reason = "its instance asked for its data to be deleted (spec.purge)"
     return [
-        _candidate(obj, reason, True)
+        _candidate(
+            obj, reason if not adopted(obj) else f"{reason}; kept: adopted", not adopted(obj)
+        )
         for obj in _of_instance(observed, namespace, name)
         if ours(obj) and not obj["metadata"].get("deletionTimestamp")
     ]

@@ -22,6 +22,7 @@ from jupyternetes_ssa.errors import (
 from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, kind_key
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
+from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def owner_record(instance: Manifest) -> Owner:
+    ns, name = key_of(instance)
+    return Owner(ns, name, instance["metadata"].get("uid", ""))
 
 
 def instance_ref(instance: Manifest) -> ObjectRef:
@@ -140,6 +146,7 @@ async def _converge(
         kube,
         rendered.items,
         observed,
+        owner_record(instance),
         recreate_pods=settings.recreate_pods,
         dry_run=settings.dry_run,
     )
@@ -151,7 +158,7 @@ async def _converge(
         key=lambda o: o.message.startswith(HELD_BACK),
     )
     if failed:
-        result.error, result.reason = failed[0].message, "ApplyFailed"
+        result.error, result.reason = failed[0].message, failed[0].reason or "ApplyFailed"
     return views_from_outcomes(result.outcomes), rendered
 
 

@@ -38,6 +38,7 @@ ITEM_FIELDS = frozenset(
         "recreateOnChange",
         "deletionPolicy",
         "condition",
+        "adopt",
         "apiVersion",
         "kind",
     }
@@ -291,7 +292,7 @@ def _check_item(section: Section, index: int, item: Any) -> str:
     for field in ("labels", "annotations"):
         if not isinstance(item.get(field) or {}, Mapping):
             raise _error(f"{field} must be a map", f"{path}.{field}")
-    for field in ("ownedByInstance", "recreateOnChange"):
+    for field in ("ownedByInstance", "recreateOnChange", "adopt"):
         if not isinstance(item.get(field, False), bool):
             raise _error(f"{field} must be true or false", f"{path}.{field}")
     if item.get("deletionPolicy", "Retain") not in ("Retain", "Delete"):
@@ -348,6 +349,31 @@ def _check_condition(condition: Any, path: str) -> None:
         raise _error("present must be true or false", f"{path}.present")
 
 
+def _check_condition_variable(
+    condition: Mapping[str, Any], variables: Mapping[str, str], path: str
+) -> None:
+    """Only `present` may test a variable the instance does not send: a misspelt variable must
+    not silently drop an item from every instance (and have its objects pruned)."""
+    name = condition["variable"]
+    if name.startswith(tuple(ITEM_VAR_PREFIX.values())):
+        raise _error(
+            f'a condition may not test "{name}": object names are not known yet',
+            f"{path}.variable",
+            "test an instance variable or jupyternetes.instance.*/template.*",
+        )
+    if name in variables or "present" in condition:
+        return
+    fix = 'send it from the spawner, or test for it first with "present: true"'
+    close = difflib.get_close_matches(name, list(variables), n=1)
+    if close:
+        fix = f'did you mean "{close[0]}"? Otherwise {fix}'
+    raise _error(
+        f'the condition tests variable "{name}", which the instance does not send',
+        f"{path}.variable",
+        fix,
+    )
+
+
 def condition_holds(condition: Mapping[str, Any] | None, variables: Mapping[str, str]) -> bool:
     """True when the item should exist: no condition, or every operator given holds."""
     if condition is None:
@@ -370,7 +396,9 @@ def _active_items(
     active = []
     for section, item in items:
         if item.get("condition") is not None:
-            _check_condition(item["condition"], f"{section}[{item['name']}].condition")
+            path = f"{section}[{item['name']}].condition"
+            _check_condition(item["condition"], path)
+            _check_condition_variable(item["condition"], variables, path)
         if condition_holds(item.get("condition"), variables):
             active.append((section, item))
     return active
@@ -482,6 +510,7 @@ def _render_item(
         manifest=manifest,
         recreate_on_change=section == "pods" and item.get("recreateOnChange", False),
         deletion_policy=item.get("deletionPolicy", "Retain" if section == "pvcs" else "Delete"),
+        adopt=item.get("adopt", False),
     )
 
 

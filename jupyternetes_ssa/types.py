@@ -32,6 +32,7 @@ class RenderedItem:
     manifest: Manifest
     recreate_on_change: bool = False  # pods: delete + re-create when a change is forbidden in place
     deletion_policy: Literal["Retain", "Delete"] = "Retain"  # what GC may do once unwanted
+    adopt: bool = False  # may take over an existing object that has no owner record (migration)
 
     @property
     def name(self) -> str:
@@ -64,6 +65,7 @@ class ItemOutcome:
     live: Manifest | None = None
     message: str = ""
     fields: tuple[str, ...] = ()  # pending: the fields that need a re-create
+    reason: str = ""  # failed: why, as a condition reason (e.g. NameConflict)
 
 
 @dataclass(frozen=True)

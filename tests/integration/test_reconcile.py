@@ -20,6 +20,7 @@ from reconcile_helpers import (
 from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.kube import POD, PVC, Kube
 from jupyternetes_ssa.local_cluster import wait_for
+from jupyternetes_ssa.ownership import OWNER
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +65,12 @@ async def test_seed_converges_with_server_side_apply(kube: Kube, namespace: str)
     assert actions(summary, "jovyan") == {"created": 2}
     pod = await kube.get(POD, namespace, "jovyan-notebook")
     pvc = await kube.get(PVC, namespace, "jovyan-workspace")
-    assert managers(pod)[FIELD_MANAGER] == "Apply"
-    assert managers(pvc)[FIELD_MANAGER] == "Apply"
+    # Created with a create (never an apply that could take over an existing object); the
+    # first change turns the entry into our Apply entry (test_a_field_dropped_after_creation...).
+    assert managers(pod)[FIELD_MANAGER] == "Update"
+    assert managers(pvc)[FIELD_MANAGER] == "Update"
+    record = f"{namespace}/jovyan/{live_instance['metadata']['uid']}"
+    assert pod["metadata"]["annotations"][OWNER] == record == pvc["metadata"]["annotations"][OWNER]
     assert pod["metadata"]["labels"][labels.MANAGED_BY] == "jupyternetes-ssa"
     assert pod["metadata"]["labels"]["jupyternetes.kadense.io/userId"] == "1"
     owner = pod["metadata"]["ownerReferences"][0]
@@ -82,6 +87,27 @@ async def test_seed_converges_with_server_side_apply(kube: Kube, namespace: str)
     assert status["podsProvisioned"] == "Completed"
     assert status["pods"]["notebook"]["resourceName"] == "jovyan-notebook"
     assert status["observedGeneration"] == live_instance["metadata"]["generation"]
+
+
+async def test_a_field_dropped_after_creation_is_removed_by_the_next_apply(
+    kube: Kube, namespace: str
+):
+    """A create records our fields as an Update; before the first apply they become our Apply
+    entry, so that a field the template no longer sets is removed, as server-side apply does."""
+    template = seed_template(namespace)
+    template["spec"]["pods"][0]["labels"]["extra"] = "yes"
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "jovyan"))
+    assert (await once(kube, namespace)).ok
+
+    del template["spec"]["pods"][0]["labels"]["extra"]
+    await put(kube, template)
+    summary = await once(kube, namespace)
+
+    assert actions(summary, "jovyan")["configured"] == 1
+    pod = await kube.get(POD, namespace, "jovyan-notebook")
+    assert "extra" not in pod["metadata"]["labels"]
+    assert managers(pod)[FIELD_MANAGER] == "Apply"
 
 
 async def test_status_follows_the_pod_to_running(kube: Kube, namespace: str):

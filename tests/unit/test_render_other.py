@@ -140,9 +140,33 @@ def test_items_whose_condition_is_false_are_not_rendered():
         "condition": {"variable": "profile", "equals": "gpu"},
         "spec": {"containers": []},
     }
-    assert {i.item for i in render(template(pods=[POD, gpu]), instance()).items} == {"notebook"}
+    standard = render(template(pods=[POD, gpu]), instance(profile="standard"))
+    assert {i.item for i in standard.items} == {"notebook"}
     chosen = render(template(pods=[POD, gpu]), instance(profile="gpu"))
     assert {i.item for i in chosen.items} == {"notebook", "gpu"}
+
+
+@pytest.mark.parametrize("variable", ["profile", "jupyterhub.user.nmae"])
+def test_a_condition_on_a_variable_the_instance_does_not_send_is_an_error(variable):
+    """A typo must not silently drop the item everywhere (and have garbage collection prune it)."""
+    gpu = {"name": "gpu", "condition": {"variable": variable, "equals": "gpu"}, "spec": {}}
+    with pytest.raises(RenderError) as err:
+        render(template(pods=[POD, gpu]), instance(**{"jupyterhub.user.name": "ann"}))
+    assert err.value.path == "pods[gpu].condition.variable"
+    assert f'"{variable}", which the instance does not send' in err.value.message
+    if variable.startswith("jupyterhub"):
+        assert 'did you mean "jupyterhub.user.name"' in err.value.fix
+
+
+def test_only_present_may_test_an_absent_variable():
+    gpu = {"name": "gpu", "condition": {"variable": "profile", "present": False}, "spec": {}}
+    assert {i.item for i in render(template(pods=[gpu]), instance()).items} == {"gpu"}
+
+
+def test_a_condition_on_an_item_name_is_refused_clearly():
+    gpu = {"name": "gpu", "condition": {"variable": "jupyternetes.pods.x", "present": True}}
+    with pytest.raises(RenderError, match="object names are not known yet"):
+        render(template(pods=[dict(gpu, spec={})]), instance())
 
 
 def test_conditions_can_test_built_in_variables():
@@ -163,7 +187,7 @@ def test_a_reference_to_an_item_left_out_by_its_condition_is_an_unknown_variable
         },
     }
     with pytest.raises(RenderError, match=r"jupyternetes\.pvcs\.scratch"):
-        render(template(pods=[pod], pvcs=[scratch]), instance())
+        render(template(pods=[pod], pvcs=[scratch]), instance(profile="small"))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,155 @@
+"""Who an object belongs to: the owner record stamped at creation, and every decision on it.
+
+Each object we create carries `OWNER` = `<namespace>/<name>/<uid>` of the instance that created
+it. Apply touches a live object only when that record names the instance being reconciled (or an
+earlier incarnation of it, under the same name, that no longer exists); garbage collection
+deletes only what carries such a record (and our labels and field manager). An object with no
+record of ours is never applied to, unless the template item asks to `adopt` it; an adopted
+object is marked `ADOPTED` and never deleted by garbage collection. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from jupyternetes_ssa import FIELD_MANAGER, labels
+from jupyternetes_ssa.types import Manifest
+
+OWNER = "jupyternetes-ssa.kadense.io/owner"
+ADOPTED = "jupyternetes-ssa.kadense.io/adopted"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """An instance, as recorded on what it created."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def record(self) -> str:
+        return f"{self.namespace}/{self.name}/{self.uid}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    def __str__(self) -> str:
+        return f"JupyterNotebookInstance {self.namespace}/{self.name}"
+
+
+def _annotations(obj: Manifest) -> dict[str, str]:
+    return obj.get("metadata", {}).get("annotations") or {}
+
+
+def owner_of(obj: Manifest) -> Owner | None:
+    """The recorded owner, or None (no record, or one we cannot read)."""
+    parts = _annotations(obj).get(OWNER, "").split("/")
+    return Owner(*parts) if len(parts) == 3 and all(parts) else None
+
+
+def adopted(obj: Manifest) -> bool:
+    return _annotations(obj).get(ADOPTED) == "true"
+
+
+def managed_by_us(obj: Manifest) -> bool:
+    """Our label and our field manager: what releases before the owner record left behind."""
+    meta = obj.get("metadata", {})
+    return (meta.get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGED_BY_VALUE and any(
+        m.get("manager") == FIELD_MANAGER for m in meta.get("managedFields") or []
+    )
+
+
+def _legacy_of(obj: Manifest, instance: Owner) -> bool:
+    """Created by us before owner records existed, for an instance of this name."""
+    from jupyternetes_ssa.names import safe_label_value
+
+    lbl = obj.get("metadata", {}).get("labels") or {}
+    return (
+        managed_by_us(obj)
+        and OWNER not in _annotations(obj)
+        and lbl.get(labels.INSTANCE) == safe_label_value(instance.name)
+        and lbl.get(labels.INSTANCE_NAMESPACE, obj["metadata"].get("namespace"))
+        == safe_label_value(instance.namespace)
+    )
+
+
+Verdict = Literal["create", "mine", "successor", "adopt", "conflict"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """May `instance` apply to this object, and if not, who has it (for the message)."""
+
+    verdict: Verdict
+    holder: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict != "conflict"
+
+
+def claim(
+    live: Manifest | None, instance: Owner, alive: Callable[[Owner], bool], adopt: bool
+) -> Claim:
+    """The ownership decision for one object an instance wants.
+
+    - absent: create it (a create, not an apply: it fails if the object exists after all);
+    - recorded for this instance: ours;
+    - recorded for an earlier incarnation of the same name that is gone: ours (a user's PVC
+      outlives the server that created it, and the next start must find it);
+    - recorded for any other instance, or not ours at all: a conflict, unless `adopt` is set
+      and the object has no owner record (we never take an object from another instance).
+    """
+    if live is None:
+        return Claim("create")
+    recorded = owner_of(live)
+    if recorded is None:
+        if _legacy_of(live, instance):
+            return Claim("mine")
+        if adopt:
+            return Claim("adopt")
+        creator = "someone else" if not managed_by_us(live) else "an unknown instance"
+        return Claim("conflict", f"{creator} (it has no owner record of ours)")
+    if recorded.key == instance.key:
+        if recorded.uid == instance.uid:
+            return Claim("mine")
+        if not alive(recorded):
+            return Claim("successor")
+    state = "" if alive(recorded) else ", which no longer exists"
+    return Claim("conflict", f"{recorded}{state}")
+
+
+def conflict_message(ref: str, holder: str, item: str, adoptable: bool) -> str:
+    """What a person needs: the object, who has it, and the ways out."""
+    fixes = [
+        "give the item another resourceName so the names no longer collide",
+        f"or delete {ref} if nothing needs it",
+    ]
+    if adoptable:
+        fixes.append(
+            "or, to take over an object made outside jupyternetes (a migration), set "
+            f"`adopt: true` on item {item}"
+        )
+    return (
+        f"{ref} already exists and belongs to {holder}; the reconciler never takes over an "
+        f"object it did not create for this instance, so nothing of this instance was applied. "
+        f"To fix: {'; '.join(fixes)}"
+    )
+
+
+def stamp(desired: Manifest, instance: Owner, live: Manifest | None, verdict: Verdict) -> None:
+    """Record the owner (and adoption) on the manifest we send."""
+    annotations = desired["metadata"].setdefault("annotations", {})
+    annotations[OWNER] = instance.record
+    if verdict == "adopt" or (live is not None and adopted(live)):
+        annotations[ADOPTED] = "true"
+
+
+def uid_guard(desired: Manifest, live: Manifest) -> Manifest:
+    """The manifest with the live object's uid: the apiserver refuses (422, uid is immutable)
+    to apply it to any other object of that name, e.g. one re-created by someone else since."""
+    return {**desired, "metadata": {**desired["metadata"], "uid": live["metadata"]["uid"]}}
