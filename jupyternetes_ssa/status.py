@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyternetes_ssa.observe import Observed
+from jupyternetes_ssa.ownership import adopted
 from jupyternetes_ssa.types import SECTIONS, ItemOutcome, Manifest
 
 OURS = (
@@ -119,6 +120,8 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
     if view.action == "failed":  # an object that exists keeps its state: it may still serve
         entry["state"] = entry["state"] if view.live else "Error"
         problem = view.message
+    if view.live and adopted(view.live):
+        params["adopted"] = "true"  # taken over by request: never deleted by the reconciler
     if view.action in ("pending", "recreating"):
         params["updatePending"] = ", ".join(view.fields)
     if problem:
