@@ -184,10 +184,19 @@ class Controller:
     async def _prune(self, only: Key | None = None) -> None:
         self.observed.complete = self.synced()
         objects = None if only is None else self._objects_of(only)
-        candidates = plan_prune(self.observed, self.wanted, objects)
+        candidates = [
+            cand
+            for cand in plan_prune(self.observed, self.wanted, objects)
+            if cand.orphan_of is None or await self._really_gone(cand.orphan_of)
+        ]
         for cand in await prune(self.kube, candidates, dry_run=self.s.dry_run):
             log.info("pruned %s: %s", cand.ref, cand.reason)
             self.metrics.pruned.labels(cand.ref.kind).inc()
+
+    async def _really_gone(self, key: Key) -> bool:
+        """Watches lag, each at its own pace: before deleting an object as an orphan, ask the
+        apiserver whether its instance is really gone (a read, and only for orphans)."""
+        return await self.kube.get(INSTANCE, *key) is None
 
     async def _process(self, key: Key) -> bool:
         """Reconcile one key; True when it failed (retry with backoff)."""
@@ -222,15 +231,17 @@ class Controller:
             self.queue.done(key, failed=failed)
 
     async def _resync(self) -> None:
+        """Collect what was orphaned while no replica ran, then every resync period re-queue
+        everything and collect again."""
         while True:
-            await asyncio.sleep(self.s.resync_seconds)
-            for key in list(self.observed.instances):
-                self.queue.add(key)
             if self.synced():
                 try:
                     await self._prune()
                 except ApiError as err:  # e.g. a 403: say so, and try again at the next resync
                     log.error("garbage collection failed: %s", err)
+            await asyncio.sleep(self.s.resync_seconds)
+            for key in list(self.observed.instances):
+                self.queue.add(key)
 
     async def _wait_synced(self) -> None:
         while not self.synced():

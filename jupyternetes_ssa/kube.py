@@ -160,8 +160,10 @@ class Kube:
     ) -> dict:
         """One REST call, decoded; raises ApiError after retrying what is transient."""
         for attempt in range(self.retry.attempts):
-            if method != "GET" and self.write_gate is not None and not self.write_gate():
-                raise NotLeading()
+            if method != "GET":
+                if self.write_gate is not None and not self.write_gate():
+                    raise NotLeading()
+                log.debug("write: %s %s", method, url)
             try:
                 async with self.api.call_api(
                     method, version=res.api_version, namespace=namespace, url=url, **kwargs

@@ -11,6 +11,7 @@ recorded policy says Delete: user data is kept by default.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, ApiError, Kube
@@ -57,6 +58,16 @@ def owner_key(obj: Manifest, by_label: _ByLabel) -> Key | None:
     return by_label.get(
         (lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, ""))
     )
+
+
+def _named_owner(obj: Manifest) -> Key:
+    """The instance an object names: its record, else its labels (older objects)."""
+    recorded = owner_of(obj)
+    if recorded is not None:
+        return recorded.key
+    meta = obj["metadata"]
+    lbl = meta.get("labels") or {}
+    return lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, "")
 
 
 def _why(obj: Manifest, observed: Observed, by_label: _ByLabel, wanted: Wanted) -> str | None:
@@ -128,7 +139,11 @@ def plan_prune(
     for obj in alive:
         reason = _why(obj, observed, by_label, wanted)
         if reason is not None:
-            found.append(_candidate(obj, reason, deletable(obj)))
+            candidate = _candidate(obj, reason, deletable(obj))
+            key = owner_key(obj, by_label)
+            if key is None or key not in observed.instances:
+                candidate = replace(candidate, orphan_of=_named_owner(obj))
+            found.append(candidate)
     return found
 
 

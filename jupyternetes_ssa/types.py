@@ -79,6 +79,7 @@ class PruneCandidate:
     allowed: bool  # False: kept by its deletionPolicy Retain (PVCs by default)
     api_version: str = "v1"
     labels: frozenset[tuple[str, str]] = frozenset()  # as listed: a re-check must see the same
+    orphan_of: tuple[str, str] | None = None  # its instance (namespace, name), when that is gone
 
 
 @dataclass
