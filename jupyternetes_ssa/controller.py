@@ -65,7 +65,7 @@ def _template_key(instance: Manifest) -> Key:
 
 class Controller:
     def __init__(self, kube: Kube, settings: Settings):
-        self.kube, self.s = kube, settings
+        self.s = settings
         self.observed = Observed()
         self.queue = WorkQueue(settings.backoff_base, settings.backoff_max)
         self.metrics = Metrics()
@@ -75,8 +75,7 @@ class Controller:
         # looks at its own instance's objects, not at every object in the cache.
         self.members: dict[tuple[str, str], set[tuple[str, Key]]] = defaultdict(set)
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
-        if self.elector is not None:
-            kube.write_gate = self.elector.may_write
+        self.kube = kube if self.elector is None else kube.fenced(self.elector.may_write)
         self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known

@@ -149,6 +149,12 @@ class Kube:
         self._discovered: dict[str, list[Resource]] = {}  # groupVersion -> its resources
         self.write_gate: Callable[[], bool] | None = None  # leader election's fence
 
+    def fenced(self, gate: Callable[[], bool]) -> Kube:
+        """The same connection, refusing every write while `gate()` is False."""
+        other = Kube(self.api, self.retry)
+        other._discovered, other.write_gate = self._discovered, gate
+        return other
+
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
@@ -275,11 +281,11 @@ class Kube:
         if not updates:
             return
         applied = any(ours(e, "Apply") for e in entries)
-        ops: list[dict] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
-        ]
-        for i in reversed(updates):
+        ops: list[dict] = []
+        for i in reversed(updates):  # `test`s: the entry is still there (a pod's status moves)
             path = f"/metadata/managedFields/{i}"
+            ops.append({"op": "test", "path": f"{path}/manager", "value": field_manager})
+            ops.append({"op": "test", "path": f"{path}/operation", "value": "Update"})
             ops.append(
                 {"op": "remove", "path": path}
                 if applied
