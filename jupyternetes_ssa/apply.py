@@ -41,7 +41,7 @@ def stamped(
     item: RenderedItem, owner: Owner | None = None, live: Manifest | None = None, verdict="create"
 ) -> Manifest:
     """The manifest we send: the rendered one plus our annotations (owner record, hash, PVC
-    deletion policy) and, with an owner, the uid guard (see ownership.stamp)."""
+    deletion policy)."""
     desired = deepcopy(item.manifest)
     annotations = desired["metadata"].setdefault("annotations", {})
     if item.section != "pods":  # recorded, so GC knows the policy once the template is gone
@@ -108,14 +108,14 @@ async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     return ItemOutcome(plan.item, "configured" if plan.live else "created", live)
 
 
-def _leftover(plan: Plan, verdict: ownership.Verdict) -> str:
+def _leftover(plan: Plan) -> str:
     """Why the live object is not one to apply to (terminating, or an earlier incarnation's)."""
     live = plan.live
     if live is None:
         return ""
     if live["metadata"].get("deletionTimestamp"):
         return "waiting for the previous object to finish terminating"
-    if plan.item.section == "pods" and verdict == "successor":
+    if plan.item.section == "pods" and plan.verdict == "successor":
         return "replacing the pod of an earlier incarnation of the instance"
     return ""
 
@@ -212,7 +212,7 @@ async def _extended_by_others(kube: Kube, current: list[Plan]) -> set[ObjectRef]
 
 async def _would_change(kube: Kube, plan: Plan) -> bool:
     try:
-        after = await kube.apply(plan.desired, dry_run=True)
+        after = await kube.apply(ownership.uid_guard(plan.desired, plan.live), dry_run=True)
     except ApiError:
         return True  # let the real apply report it
     return bool(changes(plan.live, after))
@@ -229,7 +229,7 @@ def _guard_tripped(err: ApiError) -> bool:
 
 
 def _conflict(item: RenderedItem, live: Manifest, holder: str) -> ItemOutcome:
-    adoptable = ownership.owner_of(live) is None
+    adoptable = ownership.owner_of(live) is None and not ownership.managed_by_us(live)
     message = ownership.conflict_message(str(item.ref), holder, item.item, adoptable)
     return ItemOutcome(item, "failed", None, message, reason="NameConflict")
 
@@ -264,15 +264,14 @@ async def apply_items(
     An object our caches did not show (made by hand, or by someone else) trips the uid guard
     before anything is written; it is then read once and judged like any other.
     """
-    fetched: dict[ObjectRef, Manifest] = {}
+    fetched: dict[ObjectRef, Manifest | None] = {}
     outcomes = await _apply_items(kube, items, observed, owner, fetched, recreate_pods, dry_run)
     tripped = [o.item for o in outcomes if o.reason == "GuardTripped"]
     if not tripped:
         return outcomes
     for item in tripped:
         res = await kube.resource(item.manifest["apiVersion"], item.manifest["kind"])
-        if (live := await kube.get(res, item.ref.namespace, item.ref.name)) is not None:
-            fetched[item.ref] = live
+        fetched[item.ref] = await kube.get(res, item.ref.namespace, item.ref.name)
     outcomes = await _apply_items(kube, items, observed, owner, fetched, recreate_pods, dry_run)
     return [
         replace(o, reason="ApplyFailed", message=f"{o.item.ref} changed under us; retrying")
@@ -287,12 +286,12 @@ async def _apply_items(
     items: tuple[RenderedItem, ...],
     observed: Observed,
     owner: Owner,
-    fetched: dict[ObjectRef, Manifest],
+    fetched: dict[ObjectRef, Manifest | None],
     recreate_pods: bool,
     dry_run: bool,
 ) -> list[ItemOutcome]:
     def live_of(item: RenderedItem) -> Manifest | None:
-        return fetched.get(item.ref) or observed.live(item.manifest)
+        return fetched[item.ref] if item.ref in fetched else observed.live(item.manifest)
 
     plans, refused = _plans(items, owner, live_of, observed.alive)
     if refused:
@@ -306,7 +305,7 @@ async def _apply_items(
         if p.item.ref not in extended
     }
     for plan in plans:
-        if plan.item.ref not in done and (why := _leftover(plan, plan.verdict)):
+        if plan.item.ref not in done and (why := _leftover(plan)):
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
     todo = [p for p in plans if p.item.ref not in done]
     if dry_run:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
+from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.types import Manifest
 
 OWNER = "jupyternetes-ssa.kadense.io/owner"
@@ -65,8 +66,6 @@ def managed_by_us(obj: Manifest) -> bool:
 
 def _legacy_of(obj: Manifest, instance: Owner) -> bool:
     """Created by us before owner records existed, for an instance of this name."""
-    from jupyternetes_ssa.names import safe_label_value
-
     lbl = obj.get("metadata", {}).get("labels") or {}
     return (
         managed_by_us(obj)
@@ -110,10 +109,11 @@ def claim(
     if recorded is None:
         if _legacy_of(live, instance):
             return Claim("mine")
+        if managed_by_us(live):  # made by an older release, for another instance
+            return Claim("conflict", "another instance (made before owner records)")
         if adopt:
             return Claim("adopt")
-        creator = "someone else" if not managed_by_us(live) else "an unknown instance"
-        return Claim("conflict", f"{creator} (it has no owner record of ours)")
+        return Claim("conflict", "someone else (it has no owner record of ours)")
     if recorded.key == instance.key:
         if recorded.uid == instance.uid:
             return Claim("mine")

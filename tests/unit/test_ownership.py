@@ -95,6 +95,7 @@ def test_an_object_from_before_owner_records_is_ours_by_its_labels_and_manager()
     of_bob = obj(labels_=dict(legacy["metadata"]["labels"], **{labels.INSTANCE: "bob"}))
     of_bob["metadata"]["managedFields"] = [{"manager": FIELD_MANAGER}]
     assert claim(of_bob, ME, alive(), adopt=False).verdict == "conflict"
+    assert claim(of_bob, ME, alive(), adopt=True).verdict == "conflict"  # never adopted
 
 
 @pytest.mark.parametrize("value", ["", "a/b", "a/b/c/d", "//", "ns/ann/"])
