@@ -5,6 +5,7 @@ set, so a steady state costs no request. When more than one object must change, 
 validated with a server-side dry-run and nothing is written unless all pass (one instance is never
 half-applied). A change Kubernetes forbids in place (most of a pod's spec, shrinking a PVC) is
 reported as pending instead, or, for pods that opt in, done by deleting the pod so it is re-created.
+What a template change may do to an existing pod is its item's updateStrategy (strategy.py).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import asyncio
 import hashlib
 import json
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.diff import changes, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
+from jupyternetes_ssa.managed import applied_by
 from jupyternetes_ssa.observe import Observed
+from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
+WAITING = "the change waits for the pod's next start (updateStrategy OnRestart)"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Plan:
     item: RenderedItem
     desired: Manifest
     live: Manifest | None
+    waits: tuple[str, ...] = ()  # spec fields left for the pod's next start (metadata-only apply)
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -155,10 +160,36 @@ async def _apply_one(
     if (
         outcome.action == "pending"
         and plan.item.section == "pods"
-        and (recreate_pods or plan.item.recreate_on_change)
+        and (recreate_pods or plan.item.update_strategy == "Recreate")
     ):
         outcome = await _recreate(kube, outcome)
     return outcome
+
+
+async def _follow_strategy(
+    kube: Kube, plan: Plan, recreate_pods: bool, dry_run: bool
+) -> Plan | ItemOutcome:
+    """A changed pod that exists: apply, apply its metadata only, wait or re-create (strategy.py)."""
+    applied = applied_by(plan.live, FIELD_MANAGER)
+    change = pod_change(applied, plan.desired)
+    decision = decide("Recreate" if recreate_pods else plan.item.update_strategy, change)
+    if decision == "metadata":
+        return replace(plan, desired=metadata_only(applied, plan.desired), waits=change.spec[:20])
+    if decision == "wait":  # no request: an idle pass stays free while the update waits
+        return ItemOutcome(plan.item, "waiting", plan.live, WAITING, change.spec[:20])
+    if decision == "recreate":
+        meta = plan.live["metadata"]
+        await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"], dry_run=dry_run)
+        message = "deleted to apply a template change (updateStrategy Recreate); re-created once gone"
+        return ItemOutcome(plan.item, "recreating", plan.live, message, change.spec[:20])
+    return plan
+
+
+def _waiting(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
+    """A metadata-only apply that went through: the spec change still waits."""
+    if not plan.waits or outcome.action not in ("configured", "unchanged"):
+        return outcome
+    return ItemOutcome(plan.item, "waiting", outcome.live, WAITING, plan.waits)
 
 
 async def _converge(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
@@ -201,6 +232,13 @@ async def apply_items(
     for plan in plans:
         if plan.item.ref not in done and (why := _leftover(plan)):
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
+    for index, plan in enumerate(plans):
+        if plan.item.ref not in done and plan.item.section == "pods" and plan.live is not None:
+            followed = await _follow_strategy(kube, plan, recreate_pods, dry_run)
+            if isinstance(followed, ItemOutcome):
+                done[plan.item.ref] = followed
+            else:
+                plans[index] = followed
     todo = [p for p in plans if p.item.ref not in done]
     if dry_run:
         outcomes = [
@@ -208,5 +246,5 @@ async def apply_items(
         ]
     else:
         outcomes = await _converge(kube, todo, recreate_pods) if todo else []
-    done.update({p.item.ref: o for p, o in zip(todo, outcomes, strict=True)})
+    done.update({p.item.ref: _waiting(p, o) for p, o in zip(todo, outcomes, strict=True)})
     return [done[p.item.ref] for p in plans]

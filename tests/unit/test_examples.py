@@ -101,7 +101,7 @@ def test_rich_names_and_policies():
     assert (home.deletion_policy, scratch.deletion_policy) == ("Retain", "Delete")
     assert "ownerReferences" not in home.manifest["metadata"]
     assert scratch.manifest["metadata"]["ownerReferences"][0]["controller"] is True
-    assert pod.recreate_on_change is True
+    assert pod.update_strategy == "Recreate"  # recreateOnChange: true
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod.manifest["spec"]["volumes"][:2]]
     assert claims == [home.name, scratch.name]
 

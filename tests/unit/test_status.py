@@ -435,7 +435,7 @@ def test_instance_status_update_pending_names_fields_and_fix() -> None:
     assert (progressing["status"], progressing["reason"]) == ("True", "UpdatePending")
     message = progressing["message"]
     assert "pods[notebook]: spec.containers[0].image, spec.nodeName" in message
-    assert "recreateOnChange" in message
+    assert "updateStrategy: Recreate" in message
     assert "--recreate-pods" in message
     # the running pod keeps serving meanwhile
     assert cond(status, "Ready")["status"] == "True"
