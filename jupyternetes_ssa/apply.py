@@ -169,7 +169,7 @@ async def _apply_one(
 async def _follow_strategy(
     kube: Kube, plan: Plan, recreate_pods: bool, dry_run: bool
 ) -> Plan | ItemOutcome:
-    """A changed pod that exists: apply, apply its metadata only, wait or re-create (strategy.py)."""
+    """A changed pod that exists: apply, apply metadata only, wait or re-create (strategy.py)."""
     applied = applied_by(plan.live, FIELD_MANAGER)
     change = pod_change(applied, plan.desired)
     decision = decide("Recreate" if recreate_pods else plan.item.update_strategy, change)
@@ -180,7 +180,7 @@ async def _follow_strategy(
     if decision == "recreate":
         meta = plan.live["metadata"]
         await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"], dry_run=dry_run)
-        message = "deleted to apply a template change (updateStrategy Recreate); re-created once gone"
+        message = "deleted to apply a template change (updateStrategy Recreate)"
         return ItemOutcome(plan.item, "recreating", plan.live, message, change.spec[:20])
     return plan
 

@@ -25,6 +25,7 @@ OURS = (
     "conditions",
 )
 MAX_MESSAGE = 1000
+WAITS_FOR_RESTART = "changes wait for the pod's next start (updateStrategy OnRestart)"
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
             f"{v.section}[{v.item}]: {', '.join(v.fields) or 'spec'}" for v in pending
         )
         if reason == "UpdatePendingRestart":
-            return True, reason, f"changes wait for the pod's next start (updateStrategy OnRestart): {detail}"
+            return True, reason, f"{WAITS_FOR_RESTART}: {detail}"
         hint = (
             ""
             if reason == "Recreating"

@@ -90,18 +90,14 @@ def decide(strategy: UpdateStrategy, change: PodChange) -> Decision:
 def metadata_only(applied: Manifest, desired: Manifest) -> Manifest:
     """The new metadata with the spec we applied last: applying it restarts nothing.
 
-    Our hash annotation keeps the old value: it stands for the spec the pod still runs.
+    It carries no hash annotation (dropping ours): the pod then matches no manifest we rendered,
+    so every pass compares its fields (without a request) until a whole manifest is applied.
     """
     meta = deepcopy(desired["metadata"])
-    annotations = meta.get("annotations") or {}
-    old_hash = ((applied.get("metadata") or {}).get("annotations") or {}).get(labels.APPLIED_HASH)
+    annotations = meta.pop("annotations", None) or {}
     annotations.pop(labels.APPLIED_HASH, None)
-    if old_hash:
-        annotations[labels.APPLIED_HASH] = old_hash
     if annotations:
         meta["annotations"] = annotations
-    else:
-        meta.pop("annotations", None)
     return {
         "apiVersion": desired["apiVersion"],
         "kind": desired["kind"],

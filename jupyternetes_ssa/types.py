@@ -53,9 +53,7 @@ class Rendered:
     items: tuple[RenderedItem, ...] = field(default_factory=tuple)
 
 
-Action = Literal[
-    "created", "configured", "unchanged", "pending", "waiting", "recreating", "failed"
-]
+Action = Literal["created", "configured", "unchanged", "pending", "waiting", "recreating", "failed"]
 
 
 @dataclass(frozen=True)

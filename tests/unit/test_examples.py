@@ -189,5 +189,6 @@ def test_profiles_example_one_template_three_flavours():
     assert "nodeSelector" not in standard["spec"] and "tolerations" not in large["spec"]
     # what is written once is the same everywhere
     assert len({(str(c["ports"]), str(c["command"])) for c in notebooks}) == 1
-    assert [[e["name"] for e in c["env"]] for c in notebooks] == [["JUPYTERHUB_API_TOKEN",
-                                                                 "JUPYTERHUB_USER"]] * 3
+    assert [[e["name"] for e in c["env"]] for c in notebooks] == [
+        ["JUPYTERHUB_API_TOKEN", "JUPYTERHUB_USER"]
+    ] * 3

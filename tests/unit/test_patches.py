@@ -118,7 +118,9 @@ def test_named_items_merge_by_name_and_unknown_names_are_appended():
 
 
 def test_patches_apply_in_order_and_plain_lists_append():
-    first = {"merge": {"spec": {"containers": [{"name": "notebook", "image": "one", "args": ["-a"]}]}}}
+    first = {
+        "merge": {"spec": {"containers": [{"name": "notebook", "image": "one", "args": ["-a"]}]}}
+    }
     second = {"merge": {"spec": {"containers": [{"name": "notebook", "image": "two"}]}}}
     container = pod(template([notebook(patches=[first, second])]))["spec"]["containers"][0]
     assert container["image"] == "two"
@@ -178,7 +180,7 @@ def test_the_template_is_never_changed_by_its_patches():
         ),
         (
             [{"merge": {"labels": {"team": "{tem}"}}}],
-            'pods[notebook].patches[0].merge.labels.team',
+            "pods[notebook].patches[0].merge.labels.team",
             'unknown variable "tem"',
         ),
     ],
@@ -239,9 +241,10 @@ def test_a_patch_whose_condition_is_false_changes_nothing(base, patch, value):
     ]
     plain = {"name": "p", "spec": spec}
     variables = {"flavour": value} if value else {}
-    assert render(template([patched]), instance(**variables)).items == render(
-        template([plain]), instance(**variables)
-    ).items
+    assert (
+        render(template([patched]), instance(**variables)).items
+        == render(template([plain]), instance(**variables)).items
+    )
 
 
 def unique_by_name(items: list[dict]) -> list[dict]:

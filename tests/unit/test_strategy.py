@@ -25,9 +25,15 @@ LIVE = {
         "labels": {"team": "a", "other": "x"},
         "annotations": {HASH: "old"},
         "ownerReferences": [
-            {"apiVersion": "kadense.io/v1", "kind": "JupyterNotebookInstance", "name": "inst",
-             "uid": "i1", "controller": True, "blockOwnerDeletion": True}
-        ],  # fmt: skip
+            {
+                "apiVersion": "kadense.io/v1",
+                "kind": "JupyterNotebookInstance",
+                "name": "inst",
+                "uid": "i1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
         "managedFields": [
             {
                 "manager": FIELD_MANAGER,
@@ -46,9 +52,7 @@ LIVE = {
                                 "f:image": {},
                                 "f:name": {},
                                 "f:args": {},
-                                "f:env": {
-                                    'k:{"name":"A"}': {".": {}, "f:name": {}, "f:value": {}}
-                                },
+                                "f:env": {'k:{"name":"A"}': {".": {}, "f:name": {}, "f:value": {}}},
                                 "f:ports": {
                                     'k:{"containerPort":8888,"protocol":"TCP"}': {
                                         ".": {},
@@ -150,14 +154,25 @@ def test_applied_by_knows_nothing_of_other_managers_or_objects_without_fields():
 
 def test_applied_by_matches_set_and_index_elements():
     live = {
-        "metadata": {"managedFields": [{"manager": "m", "operation": "Apply", "fieldsV1": {
-            "f:metadata": {"f:finalizers": {'v:"a/b"': {}}},
-            "f:spec": {"f:items": {"i:1": {"f:x": {}}}}}}],  # fmt: skip
+        "metadata": {
+            "managedFields": [
+                {
+                    "manager": "m",
+                    "operation": "Apply",
+                    "fieldsV1": {
+                        "f:metadata": {"f:finalizers": {'v:"a/b"': {}}},
+                        "f:spec": {"f:items": {"i:1": {"f:x": {}}}},
+                    },
+                }
+            ],
             "finalizers": ["other", "a/b"],
         },
         "spec": {"items": [{"x": 0, "y": 0}, {"x": 1, "y": 1}]},
     }
-    assert applied_by(live, "m") == {"metadata": {"finalizers": ["a/b"]}, "spec": {"items": [{"x": 1}]}}
+    assert applied_by(live, "m") == {
+        "metadata": {"finalizers": ["a/b"]},
+        "spec": {"items": [{"x": 1}]},
+    }
 
 
 # --- strategy.pod_change / decide ------------------------------------------------------------
@@ -226,7 +241,7 @@ def test_decide(strategy, change, decision):
     assert decide(strategy, change) == decision
 
 
-def test_metadata_only_keeps_the_applied_spec_and_hash():
+def test_metadata_only_keeps_the_applied_spec_and_drops_the_hash():
     new = desired(
         image=lambda d: container(d).update(image="jupyter/base:2"),
         label=lambda d: d["metadata"]["labels"].update(team="b"),
@@ -234,7 +249,9 @@ def test_metadata_only_keeps_the_applied_spec_and_hash():
     body = metadata_only(APPLIED, new)
     assert body["spec"] == APPLIED["spec"]
     assert body["metadata"]["labels"] == {"team": "b"}
-    assert body["metadata"]["annotations"] == {HASH: "old"}
+    assert "annotations" not in body["metadata"]  # matches no rendered manifest any more
+    noted = desired(note=lambda d: d["metadata"]["annotations"].update(note="n"))
+    assert metadata_only(APPLIED, noted)["metadata"]["annotations"] == {"note": "n"}
     assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == (
         "v1",
         "Pod",
@@ -271,7 +288,11 @@ def test_item_strategy(item, strategy):
     ("section", "item", "path"),
     [
         ("pods", {"updateStrategy": "Rolling"}, "pods[p].updateStrategy"),
-        ("pods", {"updateStrategy": "InPlace", "recreateOnChange": True}, "pods[p].recreateOnChange"),
+        (
+            "pods",
+            {"updateStrategy": "InPlace", "recreateOnChange": True},
+            "pods[p].recreateOnChange",
+        ),
         ("pvcs", {"updateStrategy": "Recreate"}, "pvcs[p].updateStrategy"),
     ],
 )
