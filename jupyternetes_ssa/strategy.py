@@ -71,7 +71,13 @@ def _body(manifest: Manifest) -> dict[str, Any]:
 
 
 def pod_change(applied: Manifest, desired: Manifest) -> PodChange:
-    """`applied`: what we set last (managed.applied_by), `desired`: what we would set now."""
+    """`applied`: what we set last (managed.applied_by), `desired`: what we would set now.
+
+    Without a record of our last apply nothing is known to be unchanged: a spec change, so a
+    metadata-only apply (which would drop spec fields we may own) is never tried.
+    """
+    if not applied:
+        return PodChange(("spec",), ())
     return PodChange(
         tuple(changes(_body(applied), _body(desired))),
         tuple(changes(_metadata(applied), _metadata(desired), "metadata")),

@@ -199,6 +199,12 @@ def test_spec_changes_are_named_additions_and_removals_included():
     assert change.metadata == ()
 
 
+def test_without_a_record_of_our_apply_everything_counts_as_a_spec_change():
+    change = pod_change({}, desired(label=lambda d: d["metadata"]["labels"].update(team="b")))
+    assert change == PodChange(("spec",), ())
+    assert decide("OnRestart", change) == "wait"  # never a metadata-only apply
+
+
 def test_quantities_and_defaults_are_no_change():
     same = desired(mem=lambda d: container(d)["resources"]["limits"].update(memory="2048Mi"))
     assert pod_change(APPLIED, same).spec == ()
