@@ -26,6 +26,7 @@ from jupyternetes_ssa.types import ItemOutcome, Manifest, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
 WAITING = "the change waits for the pod's next start (updateStrategy OnRestart)"
+RECREATING = "deleted to apply a template change (updateStrategy Recreate)"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Plan:
     desired: Manifest
     live: Manifest | None
     waits: tuple[str, ...] = ()  # spec fields left for the pod's next start (metadata-only apply)
+    recreate: tuple[str, ...] = ()  # spec fields to apply by re-creating the pod
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -154,6 +156,8 @@ async def _apply_one(
     kube: Kube, plan: Plan, checked: ItemOutcome | None, recreate_pods: bool
 ) -> ItemOutcome:
     """The real apply (unless the dry-run already showed the change is pending)."""
+    if plan.recreate:
+        return await _recreate_planned(kube, plan, checked)
     outcome = checked
     if outcome is None or outcome.action != "pending":
         outcome = await _try(kube, plan, dry_run=False)
@@ -166,9 +170,7 @@ async def _apply_one(
     return outcome
 
 
-async def _follow_strategy(
-    kube: Kube, plan: Plan, recreate_pods: bool, dry_run: bool
-) -> Plan | ItemOutcome:
+def _follow_strategy(plan: Plan, recreate_pods: bool) -> Plan | ItemOutcome:
     """A changed pod that exists: apply, apply metadata only, wait or re-create (strategy.py)."""
     applied = applied_by(plan.live, FIELD_MANAGER)
     change = pod_change(applied, plan.desired)
@@ -178,18 +180,32 @@ async def _follow_strategy(
     if decision == "wait":  # no request: an idle pass stays free while the update waits
         return ItemOutcome(plan.item, "waiting", plan.live, WAITING, change.spec[:20])
     if decision == "recreate":
-        meta = plan.live["metadata"]
-        await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"], dry_run=dry_run)
-        message = "deleted to apply a template change (updateStrategy Recreate)"
-        return ItemOutcome(plan.item, "recreating", plan.live, message, change.spec[:20])
+        return replace(plan, recreate=change.spec[:20])
     return plan
 
 
-def _waiting(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
-    """A metadata-only apply that went through: the spec change still waits."""
-    if not plan.waits or outcome.action not in ("configured", "unchanged"):
+async def _recreate_planned(kube: Kube, plan: Plan, checked: ItemOutcome | None) -> ItemOutcome:
+    """Delete the pod only once its new manifest passed a dry-run: a template the apiserver
+    rejects never costs a running server."""
+    check = checked or await _try(kube, plan, dry_run=True)
+    if check.action == "failed":
+        return check
+    meta = plan.live["metadata"]
+    await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"])
+    return ItemOutcome(plan.item, "recreating", plan.live, RECREATING, plan.recreate)
+
+
+def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
+    """A metadata-only apply leaves the spec waiting; a dry run reports the planned re-create."""
+    if outcome.action in ("failed", "recreating"):
         return outcome
-    return ItemOutcome(plan.item, "waiting", outcome.live, WAITING, plan.waits)
+    if plan.recreate:
+        return ItemOutcome(
+            plan.item, "recreating", plan.live, f"dry run: {RECREATING}", plan.recreate
+        )
+    if plan.waits:
+        return ItemOutcome(plan.item, "waiting", outcome.live, WAITING, plan.waits)
+    return outcome
 
 
 async def _converge(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
@@ -234,7 +250,7 @@ async def apply_items(
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
     for index, plan in enumerate(plans):
         if plan.item.ref not in done and plan.item.section == "pods" and plan.live is not None:
-            followed = await _follow_strategy(kube, plan, recreate_pods, dry_run)
+            followed = _follow_strategy(plan, recreate_pods)
             if isinstance(followed, ItemOutcome):
                 done[plan.item.ref] = followed
             else:
@@ -246,5 +262,5 @@ async def apply_items(
         ]
     else:
         outcomes = await _converge(kube, todo, recreate_pods) if todo else []
-    done.update({p.item.ref: _waiting(p, o) for p, o in zip(todo, outcomes, strict=True)})
+    done.update({p.item.ref: _as_planned(p, o) for p, o in zip(todo, outcomes, strict=True)})
     return [done[p.item.ref] for p in plans]
