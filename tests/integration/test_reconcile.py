@@ -29,9 +29,13 @@ async def kube(cluster) -> Kube:
     return Kube(cluster.api)
 
 
-async def converged_seed(kube: Kube, ns: str, name: str = "jovyan") -> tuple[dict, dict]:
+async def converged_seed(
+    kube: Kube, ns: str, name: str = "jovyan", strategy: str | None = None
+) -> tuple[dict, dict]:
     """The seed pair applied and reconciled once, with its pod running."""
     template, instance = seed_template(ns), seed_instance(ns, name)
+    if strategy:
+        template["spec"]["pods"][0]["updateStrategy"] = strategy
     await put(kube, template)
     await put(kube, instance)
     summary = await once(kube, ns)
@@ -131,7 +135,7 @@ async def test_steady_state_costs_no_writes(kube: Kube, namespace: str):
 
 
 async def test_image_change_is_applied_in_place(kube: Kube, namespace: str):
-    template, _ = await converged_seed(kube, namespace)
+    template, _ = await converged_seed(kube, namespace, strategy="InPlace")
     pod_before = await kube.get(POD, namespace, "jovyan-notebook")
 
     await put(
@@ -152,7 +156,7 @@ async def test_image_change_is_applied_in_place(kube: Kube, namespace: str):
 async def test_forbidden_pod_change_is_reported_then_recreated_on_request(
     kube: Kube, namespace: str
 ):
-    template, _ = await converged_seed(kube, namespace)
+    template, _ = await converged_seed(kube, namespace, strategy="InPlace")
     uid = (await kube.get(POD, namespace, "jovyan-notebook"))["metadata"]["uid"]
     changed = edited(
         template,

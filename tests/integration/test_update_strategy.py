@@ -276,3 +276,22 @@ async def test_a_bad_patch_is_an_error_status_and_nothing_is_applied(kube: Kube,
     degraded = condition(await status_of(kube, namespace, "jovyan"), "Degraded")
     assert "pods[notebook].patches[1].merge.spec.containers" in degraded["message"]
     assert await kube.get(POD, namespace, POD_NAME) is None
+
+
+async def test_recreate_never_deletes_a_pod_for_a_template_the_apiserver_rejects(
+    kube: Kube, namespace: str
+):
+    template = await running_seed(kube, namespace, "Recreate")
+    uid = (await kube.get(POD, namespace, POD_NAME))["metadata"]["uid"]
+
+    def broken(t: dict) -> None:
+        notebook_container(t).update(image=NEW_IMAGE, imagePullPolice="Always")  # a typo
+
+    await put(kube, edited(template, broken))
+    summary = await once(kube, namespace)
+
+    assert result_for(summary, "jovyan").reason == "ApplyFailed"
+    assert "imagePullPolice" in result_for(summary, "jovyan").error
+    pod = await kube.get(POD, namespace, POD_NAME)
+    assert pod["metadata"]["uid"] == uid
+    assert not pod["metadata"].get("deletionTimestamp")
