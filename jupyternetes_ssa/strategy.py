@@ -10,6 +10,7 @@ change. Pure functions: apply.py does what `decide` says.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -24,7 +25,7 @@ METADATA = ("labels", "annotations", "ownerReferences")  # what may change on a 
 Decision = Literal["apply", "metadata", "wait", "recreate"]
 
 
-def item_strategy(section: Section, item: dict[str, Any], path: str) -> UpdateStrategy:
+def item_strategy(section: Section, item: Mapping[str, Any], path: str) -> UpdateStrategy:
     """The item's updateStrategy; `recreateOnChange: true` is the older spelling of Recreate."""
     strategy = item.get("updateStrategy")
     legacy = item.get("recreateOnChange", False) is True
