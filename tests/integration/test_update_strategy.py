@@ -15,6 +15,7 @@ from reconcile_helpers import (
     seed_template,
     status_of,
 )
+from test_controller import running, settings_for
 
 from jupyternetes_ssa.kube import POD, TEMPLATE, Kube
 from jupyternetes_ssa.local_cluster import wait_for
@@ -295,3 +296,38 @@ async def test_recreate_never_deletes_a_pod_for_a_template_the_apiserver_rejects
     pod = await kube.get(POD, namespace, POD_NAME)
     assert pod["metadata"]["uid"] == uid
     assert not pod["metadata"].get("deletionTimestamp")
+
+
+async def test_continuous_mode_leaves_a_running_pod_alone_and_starts_the_next_one_new(
+    kube: Kube, namespace: str
+):
+    template = seed_template(namespace)
+    await put(kube, template)
+    async with running(kube, settings_for(namespace)):
+        await put(kube, seed_instance(namespace, "jovyan"))
+
+        async def phase_running() -> bool:
+            return (await status_of(kube, namespace, "jovyan")).get("phase") == "Running"
+
+        await wait_for(phase_running, timeout=90, message="jovyan Running")
+        uid = (await kube.get(POD, namespace, POD_NAME))["metadata"]["uid"]
+        await put(kube, new_image_and_env(template))
+
+        async def waiting() -> bool:
+            progressing = condition(await status_of(kube, namespace, "jovyan"), "Progressing")
+            return progressing.get("reason") == "UpdatePendingRestart"
+
+        await wait_for(waiting, timeout=90, message="status says the update waits")
+        pod = await kube.get(POD, namespace, POD_NAME)
+        assert pod["metadata"]["uid"] == uid
+        assert pod["spec"]["containers"][0]["image"] != NEW_IMAGE
+
+        await kube.delete(POD, namespace, POD_NAME, uid=uid)  # the server stops
+
+        async def new_pod() -> bool:
+            live = await kube.get(POD, namespace, POD_NAME)
+            return bool(live) and live["metadata"]["uid"] != uid
+
+        await wait_for(new_pod, timeout=90, message="a new pod")
+        pod = await kube.get(POD, namespace, POD_NAME)
+        assert pod["spec"]["containers"][0]["image"] == NEW_IMAGE
