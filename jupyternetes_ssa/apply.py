@@ -5,6 +5,7 @@ set, so a steady state costs no request. When more than one object must change, 
 validated with a server-side dry-run and nothing is written unless all pass (one instance is never
 half-applied). A change Kubernetes forbids in place (most of a pod's spec, shrinking a PVC) is
 reported as pending instead, or, for pods that opt in, done by deleting the pod so it is re-created.
+What a template change may do to an existing pod is its item's updateStrategy (strategy.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from dataclasses import dataclass, replace
 from jupyternetes_ssa import FIELD_MANAGER, labels, ownership
 from jupyternetes_ssa.diff import changes, contested, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
+from jupyternetes_ssa.managed import applied_by
 from jupyternetes_ssa.observe import Observed
 from jupyternetes_ssa.ownership import Owner
+from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
+WAITING = "the change waits for the pod's next start (updateStrategy OnRestart)"
+RECREATING = "deleted to apply a template change (updateStrategy Recreate)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class Plan:
     desired: Manifest
     live: Manifest | None
     verdict: ownership.Verdict = "create"
+    waits: tuple[str, ...] = ()  # spec fields left for the pod's next start (metadata-only apply)
+    recreate: tuple[str, ...] = ()  # spec fields to apply by re-creating the pod
 
 
 def manifest_hash(manifest: Manifest) -> str:
@@ -88,19 +95,9 @@ def _rejected(plan: Plan, err: ApiError) -> ItemOutcome:
     )
 
 
-async def _write(kube: Kube, plan: Plan, dry_run: bool) -> Manifest:
-    """Create what our caches say is absent (a create fails if it exists after all: never an
-    apply that would take it over); server-side apply, guarded by uid, to what exists."""
-    if plan.live is None:
-        return await kube.create(plan.desired, dry_run=dry_run)
-    if not dry_run:
-        await kube.own_as_applied(plan.live)
-    return await kube.apply(ownership.uid_guard(plan.desired, plan.live), dry_run=dry_run)
-
-
 async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     try:
-        live = await _write(kube, plan, dry_run)
+        live = await kube.apply(ownership.guarded(plan.desired, plan.live), dry_run=dry_run)
     except ApiError as err:
         if _forbidden_in_place(err, plan.live):
             return _pending(plan, err)
@@ -167,15 +164,55 @@ async def _apply_one(
     kube: Kube, plan: Plan, checked: ItemOutcome | None, recreate_pods: bool
 ) -> ItemOutcome:
     """The real apply (unless the dry-run already showed the change is pending)."""
+    if plan.recreate:
+        return await _recreate_planned(kube, plan, checked)
     outcome = checked
     if outcome is None or outcome.action != "pending":
         outcome = await _try(kube, plan, dry_run=False)
     if (
         outcome.action == "pending"
         and plan.item.section == "pods"
-        and (recreate_pods or plan.item.recreate_on_change)
+        and (recreate_pods or plan.item.update_strategy == "Recreate")
     ):
         outcome = await _recreate(kube, outcome)
+    return outcome
+
+
+def _follow_strategy(plan: Plan, recreate_pods: bool) -> Plan | ItemOutcome:
+    """A changed pod that exists: apply, apply metadata only, wait or re-create (strategy.py)."""
+    applied = applied_by(plan.live, FIELD_MANAGER)
+    change = pod_change(applied, plan.desired)
+    decision = decide("Recreate" if recreate_pods else plan.item.update_strategy, change)
+    if decision == "metadata":
+        return replace(plan, desired=metadata_only(applied, plan.desired), waits=change.spec[:20])
+    if decision == "wait":  # no request: an idle pass stays free while the update waits
+        return ItemOutcome(plan.item, "waiting", plan.live, WAITING, change.spec[:20])
+    if decision == "recreate":
+        return replace(plan, recreate=change.spec[:20])
+    return plan
+
+
+async def _recreate_planned(kube: Kube, plan: Plan, checked: ItemOutcome | None) -> ItemOutcome:
+    """Delete the pod only once its new manifest passed a dry-run: a template the apiserver
+    rejects never costs a running server."""
+    check = checked or await _try(kube, plan, dry_run=True)
+    if check.action == "failed":
+        return check
+    meta = plan.live["metadata"]
+    await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"])
+    return ItemOutcome(plan.item, "recreating", plan.live, RECREATING, plan.recreate)
+
+
+def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
+    """A metadata-only apply leaves the spec waiting; a dry run reports the planned re-create."""
+    if outcome.action in ("failed", "recreating"):
+        return outcome
+    if plan.recreate:
+        return ItemOutcome(
+            plan.item, "recreating", plan.live, f"dry run: {RECREATING}", plan.recreate
+        )
+    if plan.waits:
+        return ItemOutcome(plan.item, "waiting", outcome.live, WAITING, plan.waits)
     return outcome
 
 
@@ -212,7 +249,7 @@ async def _extended_by_others(kube: Kube, current: list[Plan]) -> set[ObjectRef]
 
 async def _would_change(kube: Kube, plan: Plan) -> bool:
     try:
-        after = await kube.apply(ownership.uid_guard(plan.desired, plan.live), dry_run=True)
+        after = await kube.apply(ownership.guarded(plan.desired, plan.live), dry_run=True)
     except ApiError:
         return True  # let the real apply report it
     return bool(changes(plan.live, after))
@@ -221,10 +258,8 @@ async def _would_change(kube: Kube, plan: Plan) -> bool:
 def _guard_tripped(err: ApiError) -> bool:
     """The object is not what our caches said: it exists after all (made by someone else, or
     not yet in our watch), or the one we saw was replaced or deleted."""
-    return (
-        err.reason == "AlreadyExists"
-        or (err.status == 422 and any(c.get("field") == "metadata.uid" for c in err.causes))
-        or (err.status == 409 and "uid mismatch" in err.message)
+    return err.status == 409 or (
+        err.status == 422 and any(c.get("field") == "metadata.uid" for c in err.causes)
     )
 
 
@@ -307,6 +342,13 @@ async def _apply_items(
     for plan in plans:
         if plan.item.ref not in done and (why := _leftover(plan)):
             done[plan.item.ref] = await _replace_leftover(kube, plan, why, dry_run)
+    for index, plan in enumerate(plans):
+        if plan.item.ref not in done and plan.item.section == "pods" and plan.live is not None:
+            followed = _follow_strategy(plan, recreate_pods)
+            if isinstance(followed, ItemOutcome):
+                done[plan.item.ref] = followed
+            else:
+                plans[index] = followed
     todo = [p for p in plans if p.item.ref not in done]
     if dry_run:
         outcomes = [
@@ -314,5 +356,5 @@ async def _apply_items(
         ]
     else:
         outcomes = await _converge(kube, todo, recreate_pods) if todo else []
-    done.update({p.item.ref: o for p, o in zip(todo, outcomes, strict=True)})
+    done.update({p.item.ref: _as_planned(p, o) for p, o in zip(todo, outcomes, strict=True)})
     return [done[p.item.ref] for p in plans]

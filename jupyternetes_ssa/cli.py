@@ -211,7 +211,7 @@ def reconcile(
     allow_kind: AllowKinds = [],  # noqa: B006
     recreate_pods: Annotated[
         bool,
-        typer.Option(help="Delete and re-create pods whose change Kubernetes forbids in place."),
+        typer.Option(help="Every pod item updateStrategy Recreate: re-create changed pods."),
     ] = False,
     dry_run: Annotated[bool, typer.Option(help="Report what would change; write nothing.")] = False,
     output: Annotated[Output, typer.Option(help="Summary format (once mode).")] = Output.text,

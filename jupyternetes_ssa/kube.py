@@ -245,66 +245,15 @@ class Kube:
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
 
-    async def create(
-        self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER
-    ) -> Manifest:
-        """POST: fails with 409 AlreadyExists instead of touching an object that exists."""
+    async def create(self, manifest: Manifest) -> Manifest:
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
-        params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
-        if dry_run:
-            params["dryRun"] = "All"
         return await self.request(
             "POST",
             res,
             manifest["metadata"].get("namespace"),
             res.url(),
             content=json.dumps(manifest),
-            params=params,
         )
-
-    async def own_as_applied(self, live: Manifest, field_manager: str = FIELD_MANAGER) -> None:
-        """Turn the fields a create recorded for us (an `Update` entry) into our `Apply` entry,
-        as kubectl's client-side-to-server-side upgrade does; without it a later apply could
-        not remove a field the template dropped. Once per object; a lost race is left to the
-        next pass (the apply that follows is guarded by uid either way)."""
-        meta = live["metadata"]
-        entries = meta.get("managedFields") or []
-
-        def ours(entry: dict, operation: str) -> bool:
-            return (
-                entry.get("manager") == field_manager
-                and entry.get("operation") == operation
-                and not entry.get("subresource")
-            )
-
-        updates = [i for i, e in enumerate(entries) if ours(e, "Update")]
-        if not updates:
-            return
-        applied = any(ours(e, "Apply") for e in entries)
-        ops: list[dict] = []
-        for i in reversed(updates):  # `test`s: the entry is still there (a pod's status moves)
-            path = f"/metadata/managedFields/{i}"
-            ops.append({"op": "test", "path": f"{path}/manager", "value": field_manager})
-            ops.append({"op": "test", "path": f"{path}/operation", "value": "Update"})
-            ops.append(
-                {"op": "remove", "path": path}
-                if applied
-                else {"op": "replace", "path": f"{path}/operation", "value": "Apply"}
-            )
-        res = await self.resource(live["apiVersion"], live["kind"])
-        try:
-            await self.request(
-                "PATCH",
-                res,
-                meta.get("namespace"),
-                res.url(meta["name"]),
-                content=json.dumps(ops),
-                params={"fieldManager": field_manager},
-                headers={"Content-Type": "application/json-patch+json"},
-            )
-        except ApiError as err:
-            if err.status not in (404, 409, 422):
-                raise
 
     async def replace(self, manifest: Manifest) -> Manifest:
         """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""

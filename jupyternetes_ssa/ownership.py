@@ -22,6 +22,9 @@ OWNER = "jupyternetes-ssa.kadense.io/owner"
 ADOPTED = "jupyternetes-ssa.kadense.io/adopted"
 
 
+CREATE_ONLY = "18446744073709551615"  # the largest resourceVersion: no object has it
+
+
 @dataclass(frozen=True)
 class Owner:
     """An instance, as recorded on what it created."""
@@ -96,7 +99,7 @@ def claim(
 ) -> Claim:
     """The ownership decision for one object an instance wants.
 
-    - absent: create it (a create, not an apply: it fails if the object exists after all);
+    - absent: create it (guarded: the apply fails if the object exists after all);
     - recorded for this instance: ours;
     - recorded for an earlier incarnation of the same name that is gone: ours (a user's PVC
       outlives the server that created it, and the next start must find it);
@@ -149,7 +152,11 @@ def stamp(desired: Manifest, instance: Owner, live: Manifest | None, verdict: Ve
         annotations[ADOPTED] = "true"
 
 
-def uid_guard(desired: Manifest, live: Manifest) -> Manifest:
-    """The manifest with the live object's uid: the apiserver refuses (422, uid is immutable)
-    to apply it to any other object of that name, e.g. one re-created by someone else since."""
-    return {**desired, "metadata": {**desired["metadata"], "uid": live["metadata"]["uid"]}}
+def guarded(desired: Manifest, live: Manifest | None) -> Manifest:
+    """The manifest with a precondition, so that an apply never lands on an object we did not
+    decide on. For an object we saw, its uid: the apiserver refuses (422, uid is immutable) to
+    apply it to any other object of that name. For one we mean to create, a resourceVersion no
+    object can have: the apiserver ignores it when it creates, and refuses (409) to apply it to
+    an object that exists after all (made by hand, or not yet seen by a lagging watch)."""
+    guard = {"uid": live["metadata"]["uid"]} if live else {"resourceVersion": CREATE_ONLY}
+    return {**desired, "metadata": {**desired["metadata"], **guard}}

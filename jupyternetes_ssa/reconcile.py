@@ -151,8 +151,9 @@ async def _converge(
         dry_run=settings.dry_run,
     )
     for outcome in result.outcomes:
-        if outcome.action in ("created", "configured") and not settings.dry_run and outcome.live:
-            observed.remember(outcome.live)
+        live = outcome.live
+        if outcome.action in ("created", "configured", "waiting") and not settings.dry_run and live:
+            observed.remember(live)
     failed = sorted(
         (o for o in result.outcomes if o.action == "failed"),
         key=lambda o: o.message.startswith(HELD_BACK),
@@ -248,7 +249,7 @@ async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = F
                 )
             else:
                 result, want = await reconcile_instance(kube, observed, instance, settings)
-                if any(o.action == "recreating" for o in result.outcomes):
+                if not settings.dry_run and any(o.action == "recreating" for o in result.outcomes):
                     result, want = await _finish_recreates(
                         kube, observed, instance, settings, result
                     )

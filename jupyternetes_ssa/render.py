@@ -18,9 +18,10 @@ from typing import Any
 
 from deepmerge import always_merger
 
-from jupyternetes_ssa import GROUP, VERSION, labels
+from jupyternetes_ssa import GROUP, VERSION, labels, patches
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name
+from jupyternetes_ssa.strategy import item_strategy
 from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, RenderedItem, Section
 
 INSTANCE_KIND = "JupyterNotebookInstance"
@@ -36,6 +37,8 @@ ITEM_FIELDS = frozenset(
         "annotations",
         "ownedByInstance",
         "recreateOnChange",
+        "updateStrategy",
+        "patches",
         "deletionPolicy",
         "condition",
         "adopt",
@@ -508,10 +511,23 @@ def _render_item(
         section=section,
         item=item["name"],
         manifest=manifest,
-        recreate_on_change=section == "pods" and item.get("recreateOnChange", False),
+        update_strategy=item_strategy(section, item, base),
         deletion_policy=item.get("deletionPolicy", "Retain" if section == "pvcs" else "Delete"),
         adopt=item.get("adopt", False),
     )
+
+
+def _patched(section: Section, item: Mapping[str, Any], variables: Mapping[str, str]) -> Mapping:
+    """The item with each of its `patches` whose condition holds merged in, in order."""
+    base = f"{section}[{item['name']}]"
+    for index, patch in enumerate(patches.checked(section, item, base)):
+        where = f"{base}.patches[{index}]"
+        if patch.get("condition") is not None:
+            _check_condition(patch["condition"], f"{where}.condition")
+        if condition_holds(patch.get("condition"), variables):
+            render_tree(patch["merge"], variables, f"{where}.merge")  # errors name the patch
+            item = patches.merged(item, patch["merge"], where)
+    return item
 
 
 def _body(section: Section, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -551,7 +567,10 @@ def _render(template: Manifest, instance: Manifest, inst: ObjectRef) -> Rendered
     _check_no_override(user, item_vars)
     _check_reserved(user, item_vars)
     ctx = _Context(inst, tmpl, uid, {**ctx.variables, **item_vars})
-    rendered = tuple(_render_item(s, item, names[s, item["name"]], ctx) for s, item in items)
+    rendered = tuple(
+        _render_item(s, _patched(s, item, ctx.variables), names[s, item["name"]], ctx)
+        for s, item in items
+    )
     return Rendered(instance=inst, template=tmpl, items=rendered)
 
 

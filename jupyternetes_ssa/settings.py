@@ -16,7 +16,7 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # instances served; empty = every namespace
     template_namespaces: tuple[str, ...] = ()  # where templates may come from; empty = anywhere
     allow_kinds: tuple[str, ...] = ()  # otherResources kinds templates may create (Kind[.group])
-    recreate_pods: bool = False  # delete + re-create pods whose change is forbidden in place
+    recreate_pods: bool = False  # every pod item updateStrategy Recreate (strategy.py)
     dry_run: bool = False  # compute and report, write nothing
     concurrency: int = 8  # instances reconciled at once
     resync_seconds: float = 300.0  # continuous mode: full pass this often

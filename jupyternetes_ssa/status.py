@@ -26,6 +26,7 @@ OURS = (
     "conditions",
 )
 MAX_MESSAGE = 1000
+WAITS_FOR_RESTART = "changes wait for the pod's next start (updateStrategy OnRestart)"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
         problem = view.message
     if view.live and adopted(view.live):
         params["adopted"] = "true"  # taken over by request: never deleted by the reconciler
-    if view.action in ("pending", "recreating"):
+    if view.action in ("pending", "recreating", "waiting"):
         params["updatePending"] = ", ".join(view.fields)
     if problem:
         entry["errorMessage"] = problem[:MAX_MESSAGE]
@@ -150,18 +151,20 @@ def _condition(type_: str, ok: bool, reason: str, message: str, generation: int)
 
 def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, str]:
     """(progressing?, reason, message) from what this pass did and how the pods are doing."""
-    pending = [v for v in views if v.action in ("pending", "recreating")]
+    pending = [v for v in views if v.action in ("pending", "recreating", "waiting")]
     if pending:
-        reason = "Recreating" if any(v.action == "recreating" for v in pending) else "UpdatePending"
+        reason = _update_reason({v.action for v in pending})
         detail = "; ".join(
             f"{v.section}[{v.item}]: {', '.join(v.fields) or 'spec'}" for v in pending
         )
+        if reason == "UpdatePendingRestart":
+            return True, reason, f"{WAITS_FOR_RESTART}: {detail}"
         hint = (
             ""
             if reason == "Recreating"
             else (
-                " (Kubernetes forbids these changes in place: set recreateOnChange on the template"
-                " item or run with --recreate-pods to re-create the pod)"
+                " (Kubernetes forbids these changes in place: set updateStrategy: Recreate on the"
+                " template item or run with --recreate-pods to re-create the pod)"
             )
         )
         return True, reason, f"changes waiting for a re-create: {detail}{hint}"
@@ -174,6 +177,13 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
     # An in-place update that was applied leaves nothing in progress: reporting it would cost
     # two status writes per instance for every template change.
     return False, "Converged", "every object matches the template"
+
+
+def _update_reason(actions: set[str]) -> str:
+    """Re-creating is under way; else a change Kubernetes refused; else one waiting by choice."""
+    if "recreating" in actions:
+        return "Recreating"
+    return "UpdatePending" if "pending" in actions else "UpdatePendingRestart"
 
 
 def _degraded(error: str, reason: str, views: list[ItemView], items: dict[str, dict]):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 Manifest = dict[str, Any]
 Section = Literal["pvcs", "otherResources", "pods"]
+UpdateStrategy = Literal["OnRestart", "InPlace", "Recreate"]  # what a change does to a live pod
 # Apply order: claims and other objects (ConfigMaps, Secrets, ...) before the pods that use them.
 SECTIONS: tuple[Section, ...] = ("pvcs", "otherResources", "pods")
 
@@ -30,7 +31,7 @@ class RenderedItem:
     section: Section
     item: str
     manifest: Manifest
-    recreate_on_change: bool = False  # pods: delete + re-create when a change is forbidden in place
+    update_strategy: UpdateStrategy = "OnRestart"  # pods: see strategy.py
     deletion_policy: Literal["Retain", "Delete"] = "Retain"  # what GC may do once unwanted
     adopt: bool = False  # may take over an existing object that has no owner record (migration)
 
@@ -53,7 +54,7 @@ class Rendered:
     items: tuple[RenderedItem, ...] = field(default_factory=tuple)
 
 
-Action = Literal["created", "configured", "unchanged", "pending", "recreating", "failed"]
+Action = Literal["created", "configured", "unchanged", "pending", "waiting", "recreating", "failed"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class ItemOutcome:
     action: Action
     live: Manifest | None = None
     message: str = ""
-    fields: tuple[str, ...] = ()  # pending: the fields that need a re-create
+    fields: tuple[str, ...] = ()  # pending, waiting: the fields not applied yet
     reason: str = ""  # failed: why, as a condition reason (e.g. NameConflict)
 
 
@@ -95,7 +96,7 @@ class InstanceResult:
     @property
     def converged(self) -> bool:
         return not self.error and all(
-            o.action in ("created", "configured", "unchanged") for o in self.outcomes
+            o.action in ("created", "configured", "unchanged", "waiting") for o in self.outcomes
         )
 
 

@@ -80,6 +80,7 @@ async def test_watches_converge_new_instances_template_changes_and_deletions(
     kube: Kube, namespace: str
 ):
     template = seed_template(namespace)
+    template["spec"]["pods"][0]["updateStrategy"] = "InPlace"  # a change reaches running pods
     await put(kube, template)
     async with running(kube, settings_for(namespace)):
         await put(kube, seed_instance(namespace, "alice"))

@@ -53,7 +53,7 @@ def pvc_named(template: dict, pattern: str, **item) -> dict:
 async def test_a_hand_made_pvc_with_our_name_is_never_taken_over_nor_deleted(
     kube: Kube, namespace: str
 ):
-    handmade = await kube.create(hand_made_pvc(namespace, "data-jovyan"), field_manager="kubectl")
+    handmade = await kube.apply(hand_made_pvc(namespace, "data-jovyan"), field_manager="kubectl")
     template = pvc_named(
         seed_template(namespace), "data-{jupyterhub.user.name}", deletionPolicy="Delete"
     )
@@ -140,7 +140,7 @@ async def test_instance_and_item_names_that_concatenate_alike_do_not_share_a_pvc
 async def test_adopt_takes_over_a_kubespawner_claim_and_never_deletes_it(
     kube: Kube, namespace: str
 ):
-    claim = await kube.create(hand_made_pvc(namespace, "claim-jovyan"), field_manager="kubectl")
+    claim = await kube.apply(hand_made_pvc(namespace, "claim-jovyan"), field_manager="kubectl")
     template = pvc_named(
         seed_template(namespace),
         "claim-{jupyterhub.user.name}",

@@ -30,9 +30,13 @@ async def kube(cluster) -> Kube:
     return Kube(cluster.api)
 
 
-async def converged_seed(kube: Kube, ns: str, name: str = "jovyan") -> tuple[dict, dict]:
+async def converged_seed(
+    kube: Kube, ns: str, name: str = "jovyan", strategy: str | None = None
+) -> tuple[dict, dict]:
     """The seed pair applied and reconciled once, with its pod running."""
     template, instance = seed_template(ns), seed_instance(ns, name)
+    if strategy:
+        template["spec"]["pods"][0]["updateStrategy"] = strategy
     await put(kube, template)
     await put(kube, instance)
     summary = await once(kube, ns)
@@ -65,10 +69,8 @@ async def test_seed_converges_with_server_side_apply(kube: Kube, namespace: str)
     assert actions(summary, "jovyan") == {"created": 2}
     pod = await kube.get(POD, namespace, "jovyan-notebook")
     pvc = await kube.get(PVC, namespace, "jovyan-workspace")
-    # Created with a create (never an apply that could take over an existing object); the
-    # first change turns the entry into our Apply entry (test_a_field_dropped_after_creation...).
-    assert managers(pod)[FIELD_MANAGER] == "Update"
-    assert managers(pvc)[FIELD_MANAGER] == "Update"
+    assert managers(pod)[FIELD_MANAGER] == "Apply"
+    assert managers(pvc)[FIELD_MANAGER] == "Apply"
     record = f"{namespace}/jovyan/{live_instance['metadata']['uid']}"
     assert pod["metadata"]["annotations"][OWNER] == record == pvc["metadata"]["annotations"][OWNER]
     assert pod["metadata"]["labels"][labels.MANAGED_BY] == "jupyternetes-ssa"
@@ -92,8 +94,8 @@ async def test_seed_converges_with_server_side_apply(kube: Kube, namespace: str)
 async def test_a_field_dropped_after_creation_is_removed_by_the_next_apply(
     kube: Kube, namespace: str
 ):
-    """A create records our fields as an Update; before the first apply they become our Apply
-    entry, so that a field the template no longer sets is removed, as server-side apply does."""
+    """Objects are created by a guarded apply (never a plain create, whose Update entry would
+    own the defaults and keep dropped fields), so a field the template drops goes."""
     template = seed_template(namespace)
     template["spec"]["pods"][0]["labels"]["extra"] = "yes"
     await put(kube, template)
@@ -157,7 +159,7 @@ async def test_steady_state_costs_no_writes(kube: Kube, namespace: str):
 
 
 async def test_image_change_is_applied_in_place(kube: Kube, namespace: str):
-    template, _ = await converged_seed(kube, namespace)
+    template, _ = await converged_seed(kube, namespace, strategy="InPlace")
     pod_before = await kube.get(POD, namespace, "jovyan-notebook")
 
     await put(
@@ -178,7 +180,7 @@ async def test_image_change_is_applied_in_place(kube: Kube, namespace: str):
 async def test_forbidden_pod_change_is_reported_then_recreated_on_request(
     kube: Kube, namespace: str
 ):
-    template, _ = await converged_seed(kube, namespace)
+    template, _ = await converged_seed(kube, namespace, strategy="InPlace")
     uid = (await kube.get(POD, namespace, "jovyan-notebook"))["metadata"]["uid"]
     changed = edited(
         template,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,7 @@ def hash_of(manifest: dict) -> str:
 
 
 def with_manifest(item: RenderedItem, manifest: dict, **kw) -> RenderedItem:
-    return RenderedItem(
-        item.section,
-        item.item,
-        manifest,
-        kw.get("recreate_on_change", item.recreate_on_change),
-        kw.get("deletion_policy", item.deletion_policy),
-    )
+    return dataclasses.replace(item, manifest=manifest, **kw)
 
 
 def live_pod(desired: dict) -> dict:

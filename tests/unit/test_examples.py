@@ -101,7 +101,7 @@ def test_rich_names_and_policies():
     assert (home.deletion_policy, scratch.deletion_policy) == ("Retain", "Delete")
     assert "ownerReferences" not in home.manifest["metadata"]
     assert scratch.manifest["metadata"]["ownerReferences"][0]["controller"] is True
-    assert pod.recreate_on_change is True
+    assert pod.update_strategy == "Recreate"  # recreateOnChange: true
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod.manifest["spec"]["volumes"][:2]]
     assert claims == [home.name, scratch.name]
 
@@ -146,3 +146,49 @@ def test_profiles_example_switches_items_with_the_profile():
     items = {i.item for i in render_example(cpu).items}
     assert "scratch" not in items and "gpu-exporter" not in items
     assert {"home", "settings", "notebook", "isolate"} <= items
+
+
+def notebook_pod(instance_name: str) -> dict:
+    items = render_example(instance_named(instance_name)).items
+    return next(i.manifest for i in items if i.section == "pods" and i.item == "notebook")
+
+
+def test_profiles_example_one_template_three_flavours():
+    gpu, large, standard = (
+        notebook_pod(n)
+        for n in (
+            "6a9d3f1c0b2e4d5f8a7b6c5d4e3f2a1b",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "1a2b3c4d5e6f708192a3b4c5d6e7f809",
+        )
+    )
+    flavour = "jupyternetes.example.org/flavour"
+    assert [p["metadata"]["labels"][flavour] for p in (gpu, large, standard)] == [
+        "gpu",
+        "large",
+        "standard",
+    ]
+    notebooks = [p["spec"]["containers"][0] for p in (gpu, large, standard)]
+    assert [c["resources"]["limits"] for c in notebooks] == [
+        {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+        {"cpu": "8", "memory": "32Gi"},
+        {"cpu": "2", "memory": "4Gi"},
+    ]
+    assert [c["image"].split(":")[0] for c in notebooks] == [
+        "quay.io/jupyter/pytorch-notebook",
+        "quay.io/jupyter/scipy-notebook",
+        "quay.io/jupyter/scipy-notebook",
+    ]
+    assert [[v["name"] for v in p["spec"]["volumes"]] for p in (gpu, large, standard)] == [
+        ["home", "settings", "scratch"],
+        ["home", "settings", "scratch"],
+        ["home", "settings"],
+    ]
+    assert [m["mountPath"] for m in notebooks[1]["volumeMounts"]][-1] == "/scratch"
+    assert gpu["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in standard["spec"] and "tolerations" not in large["spec"]
+    # what is written once is the same everywhere
+    assert len({(str(c["ports"]), str(c["command"])) for c in notebooks}) == 1
+    assert [[e["name"] for e in c["env"]] for c in notebooks] == [
+        ["JUPYTERHUB_API_TOKEN", "JUPYTERHUB_USER"]
+    ] * 3

@@ -416,16 +416,17 @@ def test_pvc_can_opt_in_to_ownership():
 
 def test_rendered_item_fields_and_order():
     tmpl = template(
-        pods=[item("b", recreateOnChange=True), item("a")],
+        pods=[item("b", recreateOnChange=True), item("a"), item("c", updateStrategy="InPlace")],
         pvcs=[item("z", {}), item("y", {}, deletionPolicy="Delete")],
     )
     out = render(tmpl, instance())
-    got = [(i.section, i.item, i.recreate_on_change, i.deletion_policy) for i in out.items]
+    got = [(i.section, i.item, i.update_strategy, i.deletion_policy) for i in out.items]
     assert got == [
-        ("pvcs", "z", False, "Retain"),
-        ("pvcs", "y", False, "Delete"),
-        ("pods", "b", True, "Delete"),
-        ("pods", "a", False, "Delete"),
+        ("pvcs", "z", "OnRestart", "Retain"),
+        ("pvcs", "y", "OnRestart", "Delete"),
+        ("pods", "b", "Recreate", "Delete"),
+        ("pods", "a", "OnRestart", "Delete"),
+        ("pods", "c", "InPlace", "Delete"),
     ]
     assert out.instance == ObjectRef("JupyterNotebookInstance", "user-ns", "inst")
     assert out.template == ObjectRef("JupyterNotebookTemplate", "tmpl-ns", "tmpl")

@@ -435,7 +435,7 @@ def test_instance_status_update_pending_names_fields_and_fix() -> None:
     assert (progressing["status"], progressing["reason"]) == ("True", "UpdatePending")
     message = progressing["message"]
     assert "pods[notebook]: spec.containers[0].image, spec.nodeName" in message
-    assert "recreateOnChange" in message
+    assert "updateStrategy: Recreate" in message
     assert "--recreate-pods" in message
     # the running pod keeps serving meanwhile
     assert cond(status, "Ready")["status"] == "True"
@@ -641,3 +641,30 @@ def test_needs_write_does_not_modify_its_arguments() -> None:
     before = copy.deepcopy((live, desired))
     needs_write(live, desired)
     assert (live, desired) == before
+
+
+def test_instance_status_update_waiting_for_the_next_start() -> None:
+    view = pod_view(make_pod(), "waiting", fields=("spec.containers[0].image",))
+    status = instance_status(instance(), [pvc_view(make_pvc()), view], Observed(), now="T1")
+    progressing = cond(status, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "UpdatePendingRestart")
+    assert "next start" in progressing["message"]
+    assert "pods[notebook]: spec.containers[0].image" in progressing["message"]
+    assert "--recreate-pods" not in progressing["message"]  # waiting is what was asked for
+    assert cond(status, "Ready")["status"] == "True"
+    assert cond(status, "Degraded")["status"] == "False"
+    assert status["phase"] == "Running"
+    assert status["pods"]["notebook"]["parameters"]["updatePending"] == "spec.containers[0].image"
+    live = instance(**copy.deepcopy(status))
+    again = instance_status(live, [pvc_view(make_pvc()), view], Observed(), now="T2")
+    assert needs_write(live, again) is False  # while it waits, passes write no status
+
+
+def test_instance_status_a_refused_update_wins_over_a_waiting_one() -> None:
+    views = [
+        ItemView("pods", "a", "inst-a", make_pod(name="inst-a"), "waiting", fields=("spec.x",)),
+        ItemView("pods", "b", "inst-b", make_pod(name="inst-b"), "pending", fields=("spec.y",)),
+    ]
+    progressing = cond(instance_status(instance(), views, Observed(), now="T"), "Progressing")
+    assert progressing["reason"] == "UpdatePending"
+    assert "pods[a]: spec.x" in progressing["message"]
