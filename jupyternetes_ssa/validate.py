@@ -287,11 +287,11 @@ def _check_item(problems: _Problems, section: Section, item: Mapping, path: str)
         _check_other_header(problems, item, path)
         allowed = (*allowed, *_object_fields(item))
     for key in item:
-        if key in allowed:
+        if key in allowed or (section == "otherResources" and key in ("metadata", "status")):
             continue
         if key in _ONLY_ON:
             problems.add(
-                child_path(path, key), f"{key} applies to {_ONLY_ON[key]} only", "remove it"
+                child_path(path, key), f"{key} applies only to {_ONLY_ON[key]}", "remove it"
             )
         elif section != "otherResources" or _object_fields(item):
             problems.add(
@@ -609,8 +609,10 @@ def _walk(problems: _Problems, value: Any, schema: Mapping, path: str) -> None:
     todo = [(value, schema, path)]
     while todo:
         value, schema, path = todo.pop()
+        name = ""
         while "$ref" in schema:
-            schema = definitions()[schema["$ref"].rpartition("/")[2]]
+            name = schema["$ref"].rpartition("/")[2]
+            schema = definitions()[name]
         types = [t for sub in schema.get("oneOf", [schema]) for t in _as_list(sub.get("type", []))]
         if types and not any(_TYPES[t](value) for t in types):
             _type_problem(problems, value, [t for t in types if t != "null"], path)
@@ -620,6 +622,7 @@ def _walk(problems: _Problems, value: Any, schema: Mapping, path: str) -> None:
             problems.add(path, f"{_q(value)} is not one of {valid}")
         if isinstance(value, Mapping):
             todo.extend(reversed(_walk_map(problems, value, schema, path)))
+            _check_enums(problems, value, name, path)
         elif isinstance(value, list) and "items" in schema:
             todo.extend(
                 reversed([(v, schema["items"], f"{path}[{i}]") for i, v in enumerate(value)])
@@ -644,6 +647,24 @@ def _walk_map(problems: _Problems, value: Mapping, schema: Mapping, path: str) -
                 child_path(path, key), f"unknown field {_q(key)}", did_you_mean(key, props)
             )
     return todo
+
+
+# Values the apiserver checks that the schemas only describe in prose (the common ones).
+_ENUMS = {
+    "io.k8s.api.core.v1.PodSpec": {
+        "restartPolicy": ("Always", "OnFailure", "Never"),
+        "dnsPolicy": ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
+    },
+    "io.k8s.api.core.v1.Container": {"imagePullPolicy": ("Always", "IfNotPresent", "Never")},
+    "io.k8s.api.core.v1.ContainerPort": {"protocol": ("TCP", "UDP", "SCTP")},
+}
+
+
+def _check_enums(problems: _Problems, value: Mapping, definition: str, path: str) -> None:
+    for field, valid in _ENUMS.get(definition, {}).items():
+        given = value.get(field)
+        if isinstance(given, str) and PROBE not in given and given not in valid:
+            problems.add(child_path(path, field), f"{_q(given)} is not one of {', '.join(valid)}")
 
 
 def _type_problem(problems: _Problems, value: Any, want: list[str], path: str) -> None:
