@@ -96,12 +96,13 @@ def _check_events(text: str, subject: str) -> None:
     """Depth, expanded size and self-referencing aliases, from events alone (nothing built)."""
     stack: list[list[Any]] = []  # [anchor, expanded size so far] per open collection
     sizes: dict[str, int] = {}
-    total = 0
+    total = 0  # values the document expands to: each collection, scalar and alias copy once
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= MAX_DEPTH:
                 raise _at(event, subject, f"nested deeper than {MAX_DEPTH} levels", "flatten it")
             stack.append([event.anchor, 1])
+            total += 1
             continue
         if isinstance(event, yaml.CollectionEndEvent):
             anchor, size = stack.pop()
@@ -109,13 +110,14 @@ def _check_events(text: str, subject: str) -> None:
             if any(frame[0] == event.anchor for frame in stack):
                 raise _at(event, subject, f"alias *{event.anchor} refers to itself", "remove it")
             anchor, size = None, sizes.get(event.anchor, 1)
+            total += size
         elif isinstance(event, yaml.ScalarEvent):
             anchor, size = event.anchor, 1
+            total += 1
         else:
             continue
         if anchor is not None:
             sizes[anchor] = size
-        total += size
         if stack:
             stack[-1][1] += size
         if total > MAX_NODES:
