@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from jupyternetes_ssa.errors import JupyternetesError
+from jupyternetes_ssa.validate import MAX_DEPTH
 
 MAX_FILE_BYTES = 2 * 1024 * 1024  # above etcd's 1.5 MiB object limit: no real object is larger
-MAX_DEPTH = 64  # a template's PodSpec needs about 15 levels
 MAX_NODES = 500_000  # per file, counting every alias as the copy it becomes
 
 # libyaml's parser is iterative and fast; its composer recurses, so depth is checked before it.

@@ -29,17 +29,19 @@ from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, is_label_value
 from jupyternetes_ssa.render import (
     CONDITION_OPERATORS,
+    INSTANCE_KIND,
     ITEM_VAR_PREFIX,
+    KINDS,
     TEMPLATE_KIND,
     child_path,
     expand,
     placeholders,
+    render,
 )
 from jupyternetes_ssa.types import SECTIONS, Manifest, Rendered, Section
 
 KUBERNETES_VERSION = "1.36.0"  # the schemas used: kubernetes-validate's for our minor
 API_VERSION = "kadense.io/v1"
-INSTANCE_KIND = "JupyterNotebookInstance"
 MAX_DEPTH = 64  # deeper than any real object; keeps every recursive walk bounded
 
 TEMPLATE_SPEC_FIELDS = ("pods", "pvcs", "otherResources", "instanceNamespaces",
@@ -59,10 +61,6 @@ _ONLY_ON = {
 }
 UPDATE_STRATEGIES = ("OnRestart", "InPlace", "Recreate")
 DELETION_POLICIES = ("Retain", "Delete")
-KINDS: dict[Section, tuple[str, str]] = {
-    "pods": ("v1", "Pod"),
-    "pvcs": ("v1", "PersistentVolumeClaim"),
-}
 
 # What a placeholder becomes when no instance is given: strings holding it are not judged.
 PROBE = "\x00"
@@ -195,7 +193,13 @@ def check_template(template: Manifest, subject: str) -> list[RenderError]:
     if not isinstance(spec, Mapping):
         problems.add("spec", f"must be a map with pods and pvcs, not {_type(spec)}")
         return problems
-    _unknown_fields(problems, spec, "spec", TEMPLATE_SPEC_FIELDS)
+    _unknown_fields(problems, spec, "spec", (*TEMPLATE_SPEC_FIELDS, "condition"))
+    if spec.get("condition"):
+        problems.add(
+            "spec.condition",
+            "a template-level condition is not used (the field is kept for the original's CRD)",
+            "put the condition on each item instead",
+        )
     _check_instance_namespaces(problems, spec)
     count = 0
     for section in SECTIONS:
@@ -601,10 +605,11 @@ _TYPES: dict[str, Any] = {
 
 
 def _walk(problems: _Problems, value: Any, schema: Mapping, path: str) -> None:
-    """Check one value against its schema: the six keywords Kubernetes' schemas use.
+    """Check one value against its schema, with the keywords Kubernetes' schemas use.
 
-    (type, properties, additionalProperties, required, items, enum, plus $ref and the oneOf of
-    quantities and int-or-strings.) Iterative over maps and lists, so depth costs no stack.
+    (type, properties, additionalProperties, required, items, enum, $ref, and the oneOf of
+    quantities and int-or-strings: a walk of our own, so that a message can list the valid
+    fields, and cheap to import.) Iterative over maps and lists: depth costs no stack.
     """
     todo = [(value, schema, path)]
     while todo:
@@ -801,7 +806,7 @@ def _probe_object(section: Section, item: Mapping) -> Manifest:
         api_version, kind = item.get("apiVersion"), item.get("kind")
         body = {k: v for k, v in item.items() if k not in ITEM_FIELDS[section]}
     else:
-        (api_version, kind), body = KINDS[section], {"spec": item.get("spec")}
+        api_version, kind, body = "v1", KINDS[section], {"spec": item.get("spec")}
     meta = {"name": "probe", "namespace": "probe"}
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **_probe(body)}
 
@@ -859,8 +864,6 @@ def check_pair(
     schema_on_rendered: bool = True,
 ) -> tuple[Rendered | None, list[RenderError], list[str]]:
     """(rendered or None, problems, notes) for an instance and its template: everything above."""
-    from jupyternetes_ssa.render import render
-
     problems, notes = _cached_template_problems(
         template, template_subject(template, template_origin)
     )

@@ -101,8 +101,9 @@ async def test_an_instance_of_a_broken_template_gets_the_message_and_nothing_is_
 ):
     template = yaml.safe_load((EXAMPLES / "seed-template.yaml").read_text())
     template["metadata"] = {"name": "default-template", "namespace": namespace}
-    template["spec"]["pods"][0]["lables"] = template["spec"]["pods"][0].pop("labels")
-    template["spec"]["pods"][0]["spec"]["containers"][0]["resources"] = {"limit": {"cpu": "1"}}
+    pod = template["spec"]["pods"][0]["spec"]  # (the CRD itself refuses unknown item fields)
+    pod["containers"][0]["resources"] = {"limit": {"cpu": "1"}}
+    pod["restartPolicy"] = "Sometimes"
     await put(kube, template)
     await put(kube, seed_instance(namespace, "jovyan"))
 
@@ -115,6 +116,8 @@ async def test_an_instance_of_a_broken_template_gets_the_message_and_nothing_is_
     assert (degraded["status"], degraded["reason"]) == ("True", "RenderFailed")
     message = degraded["message"]
     assert f"JupyterNotebookTemplate {namespace}/default-template" in message
-    assert 'pods[notebook].lables: unknown item field "lables". Did you mean "labels"?' in message
+    assert (
+        'at pods[notebook].spec.restartPolicy: "Sometimes" is not one of Always, OnFailure, Never'
+    ) in message
     assert "and 1 more problem(s)" in message
     assert await owned(kube, namespace, "jovyan") == ([], [])
