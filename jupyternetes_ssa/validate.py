@@ -3,11 +3,10 @@
 One layer for `render`, `validate` and the reconciler, in three steps, each collecting all the
 problems it finds (as RenderErrors: subject, field path, message, what would be valid):
 
-1. shape: known fields only (a typo gets "did you mean"), types, unique item names, conditions,
-   resourceName patterns, label keys and values, for the template and for the instance;
-2. schema: every item's object, with its placeholders standing in for their values, against the
-   Kubernetes schemas shipped by `kubernetes-validate` (strict: unknown fields are errors), plus
-   the rules the apiserver adds that template authors trip on (names, quantities, mounts);
+1. shape (here): known fields only (a typo gets "did you mean"), types, unique item names,
+   conditions, resourceName patterns, label keys and values, for the template and the instance;
+2. schema (schema.py): every item's object, with its placeholders standing in for their values,
+   against the Kubernetes schemas (strict: unknown fields are errors) and the apiserver's rules;
 3. rendered: the same rules on what variables turned the strings into (a label value `R&D`).
 
 Kinds without a shipped schema (custom resources) are left to the apiserver, which in the cluster
@@ -16,17 +15,12 @@ is the truth anyway: the reconciler applies with strict field validation.
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib.util
-import json
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from jupyternetes_ssa.errors import RenderError
-from jupyternetes_ssa.names import is_dns_label, is_label_value
+from jupyternetes_ssa.names import is_dns_label
 from jupyternetes_ssa.render import (
     CONDITION_OPERATORS,
     INSTANCE_KIND,
@@ -38,9 +32,21 @@ from jupyternetes_ssa.render import (
     placeholders,
     render,
 )
+from jupyternetes_ssa.schema import (
+    DNS_SUBDOMAIN,
+    PROBE,
+    Problems,
+    check_labels,
+    check_metadata,
+    check_objects,
+    definitions,
+    describe,
+    did_you_mean,
+    quote,
+    schema_for,
+)
 from jupyternetes_ssa.types import SECTIONS, Manifest, Rendered, Section
 
-KUBERNETES_VERSION = "1.36.0"  # the schemas used: kubernetes-validate's for our minor
 API_VERSION = "kadense.io/v1"
 MAX_DEPTH = 64  # deeper than any real object; keeps every recursive walk bounded
 
@@ -62,56 +68,17 @@ _ONLY_ON = {
 UPDATE_STRATEGIES = ("OnRestart", "InPlace", "Recreate")
 DELETION_POLICIES = ("Retain", "Delete")
 
-# What a placeholder becomes when no instance is given: strings holding it are not judged.
-PROBE = "\x00"
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
 _NAME_LITERAL = re.compile(r"[a-z0-9-]*")
-MAX_ANNOTATIONS_BYTES = 256 * 1024
-
-
-class _Problems(list[RenderError]):
-    """The problems of one object, all under one subject."""
-
-    def __init__(self, subject: str):
-        super().__init__()
-        self.subject = subject
-
-    def add(self, path: str, message: str, fix: str = "") -> None:
-        self.append(RenderError(message, subject=self.subject, path=path, fix=fix))
-
-
-def _q(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _type(value: Any) -> str:
-    if isinstance(value, Mapping):
-        if len(value) == 1 and next(iter(value.values())) is None:
-            return "a map (YAML reads an unquoted {x} as a map)"
-        return "a map"
-    names = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def did_you_mean(word: str, valid: Iterable[str], more: str = "see kubectl explain") -> str:
-    """`did you mean "labels"? Valid: ...`, listing the valid words when there are few."""
-    valid = sorted(set(valid))
-    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
-    close = close or [v for v in valid if v.lower() == word.lower()]
-    hint = f'did you mean "{close[0]}"? ' if close else ""
-    return hint + (f"Valid: {', '.join(valid)}" if len(valid) <= 16 else more)
 
 
 def _unknown_fields(
-    problems: _Problems, doc: Mapping, path: str, valid: Iterable[str], what: str = "field"
+    problems: Problems, doc: Mapping, path: str, valid: Iterable[str], what: str = "field"
 ) -> None:
     valid = tuple(valid)
     for key in doc:
         if key not in valid:
             problems.add(
-                child_path(path, key), f"unknown {what} {_q(key)}", did_you_mean(key, valid)
+                child_path(path, key), f"unknown {what} {quote(key)}", did_you_mean(key, valid)
             )
 
 
@@ -129,49 +96,6 @@ def depth_ok(node: Any) -> bool:
     return True
 
 
-# --- metadata: names, labels, annotations ---------------------------------------------------
-
-
-def qualified_name_problem(key: Any) -> str:
-    """Why `key` is not a label/annotation key (`prefix/name`), or '' if it is one."""
-    if not isinstance(key, str):
-        return f"is {_type(key)}, not a string"
-    prefix, _, name = key.rpartition("/")
-    if "/" in key and not (prefix and len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return "has a prefix that is not a DNS subdomain (lower-case, digits, '-', '.')"
-    if not (name and len(name) <= 63 and _LABEL_NAME.fullmatch(name)):
-        return (
-            "is not a valid key: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit, after an optional DNS prefix and '/'"
-        )
-    return ""
-
-
-def check_labels(problems: _Problems, labels: Any, path: str, kind: str = "labels") -> None:
-    """Keys are qualified names; label values at most 63 of [A-Za-z0-9-_.]; annotations text."""
-    if labels is None:
-        return
-    if not isinstance(labels, Mapping):
-        problems.add(path, f"{kind} must be a map of strings, not {_type(labels)}")
-        return
-    for key, value in labels.items():
-        at = child_path(path, key)
-        why = "" if PROBE in str(key) else qualified_name_problem(key)
-        if why:
-            problems.add(f"{path} key {_q(str(key))}", f"the {kind[:-1]} key {why}", "rename it")
-        if not isinstance(value, str):
-            problems.add(at, f"must be a string, not {_type(value)}", 'quote it, e.g. "1"')
-        elif kind == "labels" and PROBE not in value and not is_label_value(value):
-            problems.add(
-                at,
-                f"{_q(value)} is not a valid label value",
-                "label values are at most 63 letters, digits, '-', '_' or '.', starting and "
-                "ending with a letter or digit; put free text in an annotation",
-            )
-    if kind == "annotations" and len(json.dumps(labels)) > MAX_ANNOTATIONS_BYTES:
-        problems.add(path, f"annotations exceed {MAX_ANNOTATIONS_BYTES} bytes", "shorten them")
-
-
 # --- the template's shape --------------------------------------------------------------------
 
 
@@ -184,14 +108,14 @@ def template_subject(template: Manifest, origin: str = "") -> str:
 
 def check_template(template: Manifest, subject: str) -> list[RenderError]:
     """The template's own shape: everything the reconciler relies on, every typo."""
-    problems = _Problems(subject)
+    problems = Problems(subject)
     if not depth_ok(template):
         problems.add("", f"nested deeper than {MAX_DEPTH} levels", "flatten it")
         return problems
     _check_header(problems, template, TEMPLATE_KIND, namespaced=False)
     spec = template.get("spec")
     if not isinstance(spec, Mapping):
-        problems.add("spec", f"must be a map with pods and pvcs, not {_type(spec)}")
+        problems.add("spec", f"must be a map with pods and pvcs, not {describe(spec)}")
         return problems
     _unknown_fields(problems, spec, "spec", (*TEMPLATE_SPEC_FIELDS, "condition"))
     if spec.get("condition"):
@@ -207,7 +131,7 @@ def check_template(template: Manifest, subject: str) -> list[RenderError]:
         if entries is None:
             continue
         if not isinstance(entries, list):
-            problems.add(f"spec.{section}", f"must be a list of items, not {_type(entries)}")
+            problems.add(f"spec.{section}", f"must be a list of items, not {describe(entries)}")
             continue
         count += len(entries)
         _check_section(problems, section, entries)
@@ -216,32 +140,34 @@ def check_template(template: Manifest, subject: str) -> list[RenderError]:
     return problems
 
 
-def _check_header(problems: _Problems, doc: Manifest, kind: str, namespaced: bool) -> None:
+def _check_header(problems: Problems, doc: Manifest, kind: str, namespaced: bool) -> None:
     if doc.get("apiVersion", API_VERSION) != API_VERSION:
-        problems.add("apiVersion", f"must be {API_VERSION}, not {_q(doc.get('apiVersion'))}")
+        problems.add("apiVersion", f"must be {API_VERSION}, not {quote(doc.get('apiVersion'))}")
     if doc.get("kind", kind) != kind:
-        problems.add("kind", f"must be {kind}, not {_q(doc.get('kind'))}")
+        problems.add("kind", f"must be {kind}, not {quote(doc.get('kind'))}")
     meta = doc.get("metadata")
     if not isinstance(meta, Mapping):
-        problems.add("metadata", f"must be a map with name, not {_type(meta)}", "add metadata.name")
+        problems.add(
+            "metadata", f"must be a map with name, not {describe(meta)}", "add metadata.name"
+        )
         return
     name = meta.get("name")
-    if not (isinstance(name, str) and len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name)):
+    if not (isinstance(name, str) and len(name) <= 253 and DNS_SUBDOMAIN.fullmatch(name)):
         problems.add(
             "metadata.name",
-            f"{_q(name)} is not a valid name",
+            f"{quote(name)} is not a valid name",
             "use lower-case letters, digits, '-' and '.' (at most 253)",
         )
     namespace = meta.get("namespace")
     if (namespaced or namespace is not None) and not is_dns_label(namespace):
         problems.add(
             "metadata.namespace",
-            f"{_q(namespace)} is not a namespace name",
+            f"{quote(namespace)} is not a namespace name",
             "use lower-case letters, digits and '-' (at most 63)",
         )
 
 
-def _check_instance_namespaces(problems: _Problems, spec: Mapping) -> None:
+def _check_instance_namespaces(problems: Problems, spec: Mapping) -> None:
     """Types only: the semantics belong to the namespace policy."""
     names = spec.get("instanceNamespaces")
     if names is not None and not (isinstance(names, list) and all(map(is_dns_label, names))):
@@ -259,24 +185,24 @@ def _check_instance_namespaces(problems: _Problems, spec: Mapping) -> None:
         problems.add(f"{path}.matchExpressions", "must be a list")
 
 
-def _check_section(problems: _Problems, section: Section, entries: list) -> None:
+def _check_section(problems: Problems, section: Section, entries: list) -> None:
     seen: dict[str, int] = {}
     for index, item in enumerate(entries):
         path = f"spec.{section}[{index}]"
         if not isinstance(item, Mapping):
-            problems.add(path, f"a template item must be a map, not {_type(item)}")
+            problems.add(path, f"a template item must be a map, not {describe(item)}")
             continue
         name = item.get("name")
         if not is_dns_label(name):
             problems.add(
                 f"{path}.name",
-                f"item name {_q(name)} is not a DNS label",
+                f"item name {quote(name)} is not a DNS label",
                 "use lower-case letters, digits and '-' (at most 63)",
             )
         elif name in seen:
             problems.add(
                 f"{path}.name",
-                f"two {section} items are named {_q(name)} (also spec.{section}[{seen[name]}])",
+                f"two {section} items are named {quote(name)} (also spec.{section}[{seen[name]}])",
                 "rename one",
             )
         else:
@@ -285,7 +211,7 @@ def _check_section(problems: _Problems, section: Section, entries: list) -> None
         _check_item(problems, section, item, path)
 
 
-def _check_item(problems: _Problems, section: Section, item: Mapping, path: str) -> None:
+def _check_item(problems: Problems, section: Section, item: Mapping, path: str) -> None:
     allowed = ITEM_FIELDS[section]
     if section == "otherResources":
         _check_other_header(problems, item, path)
@@ -299,30 +225,34 @@ def _check_item(problems: _Problems, section: Section, item: Mapping, path: str)
             )
         elif section != "otherResources" or _object_fields(item):
             problems.add(
-                child_path(path, key), f"unknown item field {_q(key)}", did_you_mean(key, allowed)
+                child_path(path, key),
+                f"unknown item field {quote(key)}",
+                did_you_mean(key, allowed),
             )
     if section != "otherResources" and not isinstance(item.get("spec"), Mapping):
         problems.add(
-            f"{path}.spec", f"must be the object's spec map, not {_type(item.get('spec'))}"
+            f"{path}.spec", f"must be the object's spec map, not {describe(item.get('spec'))}"
         )
     check_labels(problems, _probe(item.get("labels")), f"{path}.labels")
     check_labels(problems, _probe(item.get("annotations")), f"{path}.annotations", "annotations")
     for field in ("ownedByInstance", "recreateOnChange", "adopt"):
         if not isinstance(item.get(field, False), bool):
-            problems.add(f"{path}.{field}", f"must be true or false, not {_type(item[field])}")
+            problems.add(f"{path}.{field}", f"must be true or false, not {describe(item[field])}")
     for field, valid in (
         ("deletionPolicy", DELETION_POLICIES),
         ("updateStrategy", UPDATE_STRATEGIES),
     ):
         if field in item and item[field] not in valid:
-            problems.add(f"{path}.{field}", f"{_q(item[field])} is not one of {', '.join(valid)}")
+            problems.add(
+                f"{path}.{field}", f"{quote(item[field])} is not one of {', '.join(valid)}"
+            )
     if item.get("condition") is not None:
         check_condition(problems, item["condition"], f"{path}.condition")
     _check_patches(problems, item.get("patches"), f"{path}.patches")
     _check_resource_name(problems, item, path)
 
 
-def _check_other_header(problems: _Problems, item: Mapping, path: str) -> None:
+def _check_other_header(problems: Problems, item: Mapping, path: str) -> None:
     for field in ("apiVersion", "kind"):
         if not isinstance(item.get(field), str) or not item.get(field):
             problems.add(
@@ -348,7 +278,7 @@ def _object_fields(item: Mapping) -> tuple[str, ...]:
     return tuple(k for k in props if k not in ("apiVersion", "kind", "metadata", "status"))
 
 
-def check_condition(problems: _Problems, condition: Any, path: str) -> None:
+def check_condition(problems: Problems, condition: Any, path: str) -> None:
     """The small rule language: `variable`, then any of the operators."""
     example = "e.g. condition: {variable: profile, equals: gpu}"
     if not isinstance(condition, Mapping) or not isinstance(condition.get("variable"), str):
@@ -365,28 +295,32 @@ def check_condition(problems: _Problems, condition: Any, path: str) -> None:
         value = condition.get(op, [])
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             problems.add(
-                f"{path}.{op}", f"must be a list of strings, not {_type(value)}", "quote the values"
+                f"{path}.{op}",
+                f"must be a list of strings, not {describe(value)}",
+                "quote the values",
             )
     for op in ("equals", "notEquals"):
         if op in condition and not isinstance(condition[op], str):
             problems.add(
-                f"{path}.{op}", f"must be a string, not {_type(condition[op])}", "quote the value"
+                f"{path}.{op}",
+                f"must be a string, not {describe(condition[op])}",
+                "quote the value",
             )
     if not isinstance(condition.get("present", True), bool):
         problems.add(f"{path}.present", "must be true or false")
 
 
-def _check_patches(problems: _Problems, patches: Any, path: str) -> None:
+def _check_patches(problems: Problems, patches: Any, path: str) -> None:
     """Types only: what a merge may change is the patch logic's to check."""
     if patches is None:
         return
     if not isinstance(patches, list):
-        problems.add(path, f"must be a list of {{condition, merge}}, not {_type(patches)}")
+        problems.add(path, f"must be a list of {{condition, merge}}, not {describe(patches)}")
         return
     for index, patch in enumerate(patches):
         at = f"{path}[{index}]"
         if not isinstance(patch, Mapping):
-            problems.add(at, f"must be a map {{condition, merge}}, not {_type(patch)}")
+            problems.add(at, f"must be a map {{condition, merge}}, not {describe(patch)}")
             continue
         _unknown_fields(problems, patch, at, ("condition", "merge"))
         if patch.get("condition") is not None:
@@ -395,13 +329,13 @@ def _check_patches(problems: _Problems, patches: Any, path: str) -> None:
             problems.add(f"{at}.merge", "must be a map: the part of the item to merge in")
 
 
-def _check_resource_name(problems: _Problems, item: Mapping, path: str) -> None:
+def _check_resource_name(problems: Problems, item: Mapping, path: str) -> None:
     """A pattern that renders a valid name as it is (not one hashed into validity)."""
     if "resourceName" not in item:
         return
     pattern, path = item["resourceName"], f"{path}.resourceName"
     if not isinstance(pattern, str) or not pattern:
-        problems.add(path, f"must be a non-empty string, not {_type(pattern)}")
+        problems.add(path, f"must be a non-empty string, not {describe(pattern)}")
         return
     try:
         literal = expand(pattern, _ProbeVariables(), path)
@@ -418,7 +352,7 @@ def _check_resource_name(problems: _Problems, item: Mapping, path: str) -> None:
     if not _NAME_LITERAL.fullmatch(literal.replace(PROBE, "")):
         problems.add(
             path,
-            f"the text {_q(pattern)} outside placeholders is not lower-case letters, digits "
+            f"the text {quote(pattern)} outside placeholders is not lower-case letters, digits "
             "and '-', so every name would be changed into a hashed one",
             "write the fixed parts in lower case, with '-' between words",
         )
@@ -465,14 +399,14 @@ def instance_subject(instance: Manifest, origin: str = "") -> str:
 
 def check_instance(instance: Manifest, subject: str) -> list[RenderError]:
     """spec.template, spec.variables (strings), purge, sealedApiToken: what render relies on."""
-    problems = _Problems(subject)
+    problems = Problems(subject)
     if not depth_ok(instance):
         problems.add("", f"nested deeper than {MAX_DEPTH} levels", "flatten it")
         return problems
     _check_header(problems, instance, INSTANCE_KIND, namespaced=True)
     spec = instance.get("spec")
     if not isinstance(spec, Mapping):
-        problems.add("spec", f"must be a map with template and variables, not {_type(spec)}")
+        problems.add("spec", f"must be a map with template and variables, not {describe(spec)}")
         return problems
     _unknown_fields(problems, spec, "spec", INSTANCE_SPEC_FIELDS)
     ref = spec.get("template")
@@ -482,20 +416,20 @@ def check_instance(instance: Manifest, subject: str) -> list[RenderError]:
         _unknown_fields(problems, ref, "spec.template", ("name", "namespace"))
         if ref.get("namespace") not in (None, "") and not is_dns_label(ref["namespace"]):
             problems.add(
-                "spec.template.namespace", f"{_q(ref['namespace'])} is not a namespace name"
+                "spec.template.namespace", f"{quote(ref['namespace'])} is not a namespace name"
             )
     variables = spec.get("variables")
     if variables is not None and not isinstance(variables, Mapping):
-        problems.add("spec.variables", f"must be a map of strings, not {_type(variables)}")
+        problems.add("spec.variables", f"must be a map of strings, not {describe(variables)}")
     for key, value in (variables or {}).items() if isinstance(variables, Mapping) else ():
         if not isinstance(value, str):
             problems.add(
                 child_path("spec.variables", key),
-                f"variable values must be strings, not {_type(value)}",
+                f"variable values must be strings, not {describe(value)}",
                 "quote it",
             )
     if not isinstance(spec.get("purge", False), bool):
-        problems.add("spec.purge", f"must be true or false, not {_type(spec['purge'])}")
+        problems.add("spec.purge", f"must be true or false, not {describe(spec['purge'])}")
     sealed = spec.get("sealedApiToken")
     if sealed is not None:
         if not isinstance(sealed, Mapping):
@@ -506,284 +440,6 @@ def check_instance(instance: Manifest, subject: str) -> list[RenderError]:
                 if not isinstance(sealed.get(field), str):
                     problems.add(f"spec.sealedApiToken.{field}", "must be a string")
     return problems
-
-
-# --- the objects against the Kubernetes schemas ----------------------------------------------
-
-
-@functools.cache
-def definitions() -> dict[str, Any]:
-    """The strict schemas' definitions (loaded once, about 1.6 MB of JSON)."""
-    spec = importlib.util.find_spec("kubernetes_validate")  # its data only: no import needed
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("kubernetes-validate is not installed (a dependency of this package)")
-    root = Path(spec.submodule_search_locations[0], "kubernetes-json-schema")
-    text = (root / f"v{KUBERNETES_VERSION}-local-strict" / "_definitions.json").read_text()
-    return json.loads(text)["$defs"]
-
-
-@functools.cache
-def _kinds() -> dict[tuple[str, str], str]:
-    """(apiVersion, kind) -> definition name, for every kind the schemas know."""
-    out = {}
-    for name, schema in definitions().items():
-        for gvk in schema.get("x-kubernetes-group-version-kind", ()):
-            group, version = gvk["group"], gvk["version"]
-            out[f"{group}/{version}" if group else version, gvk["kind"]] = name
-    return out
-
-
-def schema_for(api_version: str, kind: str) -> str | None:
-    return _kinds().get((api_version, kind))
-
-
-def builtin_group(api_version: str) -> bool:
-    """True for Kubernetes' own API groups (no dot, or *.k8s.io): their kinds have schemas."""
-    group = api_version.rpartition("/")[0]
-    return "." not in group or group.endswith(".k8s.io")
-
-
-def check_objects(
-    objects: Iterable[tuple[str, Manifest]], subject: str
-) -> tuple[list[RenderError], list[str]]:
-    """(problems, notes) for (item path, object) pairs; notes say what only the cluster checks."""
-    problems = _Problems(subject)
-    notes: list[str] = []
-    for path, manifest in objects:
-        api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
-        name = schema_for(api_version, kind)
-        if name is None:
-            _unknown_kind(problems, notes, path, api_version, kind)
-            continue
-        body = {k: v for k, v in manifest.items() if k != "metadata"}
-        _walk(problems, body, definitions()[name], path)
-        _check_metadata(problems, manifest.get("metadata") or {}, path)
-        if kind == "Pod":
-            _check_pod_spec(problems, manifest.get("spec"), f"{path}.spec")
-        elif kind == "PersistentVolumeClaim":
-            _check_pvc_spec(problems, manifest.get("spec"), f"{path}.spec")
-    return problems, notes
-
-
-def _unknown_kind(problems: _Problems, notes: list[str], path: str, api_version: str, kind: str):
-    others = sorted(av for av, k in _kinds() if k == kind)
-    if others:
-        problems.add(
-            f"{path}.apiVersion",
-            f"{kind} is not served as {_q(api_version)}",
-            f"use apiVersion: {others[-1]}"
-            if len(others) == 1
-            else f"use one of {', '.join(others)}",
-        )
-    elif builtin_group(api_version):
-        known = {k for av, k in _kinds() if av == api_version}
-        problems.add(
-            f"{path}.kind",
-            f"Kubernetes {KUBERNETES_VERSION[:4]} has no kind {_q(kind)} in {_q(api_version)}",
-            did_you_mean(kind, known, "see kubectl api-resources") if known else "check apiVersion",
-        )
-    else:
-        notes.append(
-            f"{subject_path(problems.subject, path)}: {kind} ({api_version}) has no schema "
-            "offline (a custom resource?): it is checked only in the cluster"
-        )
-
-
-def subject_path(subject: str, path: str) -> str:
-    return f"{subject} at {path}" if path else subject
-
-
-_TYPES: dict[str, Any] = {
-    "object": lambda v: isinstance(v, Mapping),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def _walk(problems: _Problems, value: Any, schema: Mapping, path: str) -> None:
-    """Check one value against its schema, with the keywords Kubernetes' schemas use.
-
-    (type, properties, additionalProperties, required, items, enum, $ref, and the oneOf of
-    quantities and int-or-strings: a walk of our own, so that a message can list the valid
-    fields, and cheap to import.) Iterative over maps and lists: depth costs no stack.
-    """
-    todo = [(value, schema, path)]
-    while todo:
-        value, schema, path = todo.pop()
-        name = ""
-        while "$ref" in schema:
-            name = schema["$ref"].rpartition("/")[2]
-            schema = definitions()[name]
-        types = [t for sub in schema.get("oneOf", [schema]) for t in _as_list(sub.get("type", []))]
-        if types and not any(_TYPES[t](value) for t in types):
-            _type_problem(problems, value, [t for t in types if t != "null"], path)
-            continue
-        if "enum" in schema and value is not None and value not in schema["enum"]:
-            valid = ", ".join(map(str, schema["enum"]))
-            problems.add(path, f"{_q(value)} is not one of {valid}")
-        if isinstance(value, Mapping):
-            todo.extend(reversed(_walk_map(problems, value, schema, path)))
-            _check_enums(problems, value, name, path)
-        elif isinstance(value, list) and "items" in schema:
-            todo.extend(
-                reversed([(v, schema["items"], f"{path}[{i}]") for i, v in enumerate(value)])
-            )
-
-
-def _walk_map(problems: _Problems, value: Mapping, schema: Mapping, path: str) -> list:
-    props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
-    for field in schema.get("required", ()):
-        if field not in value:
-            problems.add(
-                child_path(path, field), f"the required field {_q(field)} is missing", "add it"
-            )
-    todo = []
-    for key, sub in value.items():
-        if key in props:
-            todo.append((sub, props[key], child_path(path, key)))
-        elif isinstance(extra, Mapping):
-            todo.append((sub, extra, child_path(path, key)))
-        elif extra is False and PROBE not in str(key):
-            problems.add(
-                child_path(path, key), f"unknown field {_q(key)}", did_you_mean(key, props)
-            )
-    return todo
-
-
-# Values the apiserver checks that the schemas only describe in prose (the common ones).
-_ENUMS = {
-    "io.k8s.api.core.v1.PodSpec": {
-        "restartPolicy": ("Always", "OnFailure", "Never"),
-        "dnsPolicy": ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
-    },
-    "io.k8s.api.core.v1.Container": {"imagePullPolicy": ("Always", "IfNotPresent", "Never")},
-    "io.k8s.api.core.v1.ContainerPort": {"protocol": ("TCP", "UDP", "SCTP")},
-}
-
-
-def _check_enums(problems: _Problems, value: Mapping, definition: str, path: str) -> None:
-    for field, valid in _ENUMS.get(definition, {}).items():
-        given = value.get(field)
-        if isinstance(given, str) and PROBE not in given and given not in valid:
-            problems.add(child_path(path, field), f"{_q(given)} is not one of {', '.join(valid)}")
-
-
-def _type_problem(problems: _Problems, value: Any, want: list[str], path: str) -> None:
-    fix = ""
-    if isinstance(value, Mapping) and len(value) == 1 and next(iter(value.values())) is None:
-        fix = f"quote it: '{{{next(iter(value))}}}'"
-    elif isinstance(value, str):
-        fix = "write it without quotes"
-        if PROBE in value:
-            fix = "placeholders always render text: a number or boolean field cannot hold one"
-    problems.add(path, f"must be {_kind_words(want)}, not {_type(value)}", fix)
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, list) else [value] if value else []
-
-
-def _kind_words(types: list[str]) -> str:
-    words = {"object": "a map", "array": "a list", "string": "a string", "integer": "an integer",
-             "number": "a number", "boolean": "true or false"}  # fmt: skip
-    return " or ".join(dict.fromkeys(words.get(t, t) for t in types))
-
-
-def _check_metadata(problems: _Problems, meta: Mapping, path: str) -> None:
-    check_labels(problems, meta.get("labels"), f"{path}.labels")
-    check_labels(problems, meta.get("annotations"), f"{path}.annotations", "annotations")
-
-
-def _named(problems: _Problems, entries: Any, path: str, what: str) -> set[str]:
-    """Names of a list of named things (containers, volumes): DNS labels, unique."""
-    names: set[str] = set()
-    for index, entry in enumerate(entries if isinstance(entries, list) else []):
-        name = entry.get("name") if isinstance(entry, Mapping) else None
-        if not isinstance(name, str) or PROBE in name:
-            continue
-        at = f"{path}[{index}].name"
-        if not is_dns_label(name):
-            problems.add(
-                at,
-                f"{what} name {_q(name)} is not a DNS label",
-                "use lower-case letters, digits and '-'",
-            )
-        elif name in names:
-            problems.add(at, f"two {what}s are named {_q(name)}", "rename one")
-        names.add(name)
-    return names
-
-
-def _check_pod_spec(problems: _Problems, spec: Any, path: str) -> None:
-    """The apiserver's pod rules that schemas do not carry and templates often break."""
-    if not isinstance(spec, Mapping):
-        return
-    if not spec.get("containers"):
-        problems.add(f"{path}.containers", "a pod needs at least one container", "add one")
-    volumes = _named(problems, spec.get("volumes"), f"{path}.volumes", "volume")
-    for field in ("initContainers", "containers"):
-        containers = spec.get(field) if isinstance(spec.get(field), list) else []
-        _named(problems, containers, f"{path}.{field}", "container")
-        for index, container in enumerate(containers):
-            if isinstance(container, Mapping):
-                _check_container(problems, container, f"{path}.{field}[{index}]", volumes)
-
-
-def _check_container(problems: _Problems, container: Mapping, path: str, volumes: set[str]) -> None:
-    image = container.get("image")
-    if image is None or (isinstance(image, str) and not image.strip()):
-        problems.add(f"{path}.image", "a container needs an image", "set image")
-    mounts = container.get("volumeMounts")
-    for index, mount in enumerate(mounts if isinstance(mounts, list) else []):
-        name = mount.get("name") if isinstance(mount, Mapping) else None
-        if isinstance(name, str) and PROBE not in name and name not in volumes:
-            problems.add(
-                f"{path}.volumeMounts[{index}].name",
-                f"no volume named {_q(name)} in the pod",
-                did_you_mean(name, volumes) if volumes else "add it to spec.volumes",
-            )
-    resources_ = container.get("resources")
-    if isinstance(resources_, Mapping):
-        for field in ("limits", "requests"):
-            _check_quantities(problems, resources_.get(field), f"{path}.resources.{field}")
-
-
-def _check_pvc_spec(problems: _Problems, spec: Any, path: str) -> None:
-    if not isinstance(spec, Mapping):
-        return
-    if not spec.get("accessModes") and not spec.get("dataSource") and not spec.get("dataSourceRef"):
-        problems.add(
-            f"{path}.accessModes", "a PVC needs at least one access mode", "e.g. [ReadWriteOnce]"
-        )
-    requests = (
-        (spec.get("resources") or {}).get("requests")
-        if isinstance(spec.get("resources"), Mapping)
-        else None
-    )
-    if not isinstance(requests, Mapping) or "storage" not in requests:
-        problems.add(
-            f"{path}.resources.requests.storage", "a PVC needs a storage request", "e.g. 1Gi"
-        )
-    _check_quantities(problems, requests, f"{path}.resources.requests")
-
-
-def _check_quantities(problems: _Problems, quantities: Any, path: str) -> None:
-    if not isinstance(quantities, Mapping):
-        return
-    for key, value in quantities.items():
-        text = (
-            str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-        )
-        if isinstance(text, str) and PROBE not in text and not _QUANTITY.fullmatch(text):
-            problems.add(
-                child_path(path, key),
-                f"{_q(text)} is not a quantity",
-                "write a number with an optional suffix: 500m, 2, 1.5Gi, 512Mi, 1G",
-            )
 
 
 # --- whole templates and instances -----------------------------------------------------------
@@ -879,9 +535,9 @@ def check_pair(
     if schema_on_rendered:
         found, _ = check_objects(objects, subject)
     else:
-        found = _Problems(subject)
+        found = Problems(subject)
         for path, manifest in objects:
-            _check_metadata(found, manifest.get("metadata") or {}, path)
+            check_metadata(found, manifest.get("metadata") or {}, path)
     return (None if found else rendered), dedupe(found), notes
 
 
