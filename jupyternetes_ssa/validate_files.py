@@ -61,9 +61,9 @@ def validate_files(paths: list[Path]) -> ValidationReport:
                 _other_kind(report, str(path), number, kind)
     report.templates, report.instances = len(templates), len(instances)
     if not templates and not instances and not report.problems:
-        report.problems.append(
-            ("", JupyternetesError(f"no {TEMPLATE_KIND} or {INSTANCE_KIND} found"))
-        )
+        names = ", ".join(map(str, paths))
+        found = JupyternetesError(f"no {TEMPLATE_KIND} or {INSTANCE_KIND} found", subject=names)
+        report.problems.append((names, found))
     valid_templates = []
     for origin, template in templates:
         problems, notes = template_problems(template, template_subject(template, origin))
