@@ -474,6 +474,8 @@ def rendered_objects(rendered: Rendered) -> list[tuple[str, Manifest]]:
 def template_problems(template: Manifest, subject: str) -> tuple[list[RenderError], list[str]]:
     """Shape, then (if the shape holds) every item against its schema."""
     problems = check_template(template, subject)
+    if not depth_ok(template):  # the probes below recurse
+        return problems, []
     found, notes = check_objects(template_objects(template), subject)
     shape = [p.path for p in problems]
     found = [f for f in found if not any(f.path.startswith(path) for path in shape)]

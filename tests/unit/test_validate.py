@@ -135,6 +135,26 @@ def test_a_template_from_the_cluster_is_checked_once_per_resource_version():
     assert check_pair(template, instance)[1] == []
 
 
+@pytest.mark.parametrize("where", ["template", "instance"])
+def test_an_object_nested_5000_deep_is_reported_without_recursing(where: str):
+    """Objects from the apiserver skip the loader's depth bound: the layer has its own."""
+    template, instance = seed()
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["x"] = {}
+        node = node["x"]
+    if where == "template":
+        template["spec"]["pods"][0]["spec"]["affinity"] = deep
+    else:
+        instance["spec"]["variables"] = deep
+
+    rendered, problems, _ = check_pair(template, instance)
+
+    assert rendered is None
+    assert "nested deeper than 64 levels" in texts(problems)[0]
+
+
 def test_an_instance_may_carry_status_and_server_fields():
     _, instance = seed()
     instance["metadata"].update(uid="u", resourceVersion="1", managedFields=[])
