@@ -233,6 +233,8 @@ def _check_item(problems: Problems, section: Section, item: Mapping, path: str) 
         problems.add(
             f"{path}.spec", f"must be the object's spec map, not {describe(item.get('spec'))}"
         )
+    for field in ("labels", "annotations", *_body(section, item)):
+        _probe(item.get(field), problems, child_path(path, field))  # for the brace errors
     check_labels(problems, _probe(item.get("labels")), f"{path}.labels")
     check_labels(problems, _probe(item.get("annotations")), f"{path}.annotations", "annotations")
     for field in ("ownedByInstance", "recreateOnChange", "adopt"):
@@ -374,17 +376,24 @@ class _ProbeVariables(Mapping[str, str]):
         return 0
 
 
-def _probe(node: Any) -> Any:
-    """The tree with every placeholder replaced by PROBE (brace errors are the render's)."""
+def _probe(node: Any, problems: Problems | None = None, path: str = "") -> Any:
+    """The tree with every placeholder replaced by PROBE; brace errors go to `problems`."""
     if isinstance(node, str):
         try:
-            return expand(node, _ProbeVariables())
-        except RenderError:
+            return expand(node, _ProbeVariables(), path)
+        except RenderError as err:
+            if problems is not None:
+                problems.add(path, err.message, err.fix)
             return PROBE
     if isinstance(node, Mapping):
-        return {_probe(k) if isinstance(k, str) else k: _probe(v) for k, v in node.items()}
+        return {
+            _probe(k, problems, f"{path} key {quote(k)}") if isinstance(k, str) else k: _probe(
+                v, problems, child_path(path, k)
+            )
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_probe(v) for v in node]
+        return [_probe(v, problems, f"{path}[{i}]") for i, v in enumerate(node)]
     return node
 
 
@@ -457,12 +466,18 @@ def template_objects(template: Manifest) -> list[tuple[str, Manifest]]:
     return out
 
 
+def _body(section: Section, item: Mapping) -> list[str]:
+    """The item's fields that become the object's (besides metadata)."""
+    if section != "otherResources":
+        return ["spec"]
+    return [k for k in item if k not in ITEM_FIELDS[section]]
+
+
 def _probe_object(section: Section, item: Mapping) -> Manifest:
+    api_version, kind = "v1", KINDS.get(section)
     if section == "otherResources":
         api_version, kind = item.get("apiVersion"), item.get("kind")
-        body = {k: v for k, v in item.items() if k not in ITEM_FIELDS[section]}
-    else:
-        api_version, kind, body = "v1", KINDS[section], {"spec": item.get("spec")}
+    body = {k: item.get(k) for k in _body(section, item)}
     meta = {"name": "probe", "namespace": "probe"}
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **_probe(body)}
 
