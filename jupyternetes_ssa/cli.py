@@ -126,7 +126,10 @@ def _fail_on(problems: list[JupyternetesError]) -> None:
 def validate(
     files: Annotated[
         list[Path],
-        typer.Argument(help="YAML files of templates and instances.", show_default=False),
+        typer.Argument(
+            help="YAML files of templates and instances (a directory: its YAML files).",
+            show_default=False,
+        ),
     ],
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
 ) -> None:

@@ -41,7 +41,19 @@ class ValidationReport:
         return not self.problems
 
 
+def expand_dirs(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory stands for its *.yaml, *.yml and *.json files, recursively."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        else:
+            out.append(path)
+    return out
+
+
 def validate_files(paths: list[Path]) -> ValidationReport:
+    paths = expand_dirs(paths)
     report = ValidationReport(files=len(paths))
     templates: list[tuple[str, Manifest]] = []
     instances: list[tuple[str, Manifest]] = []

@@ -61,6 +61,19 @@ def test_validate_every_shipped_example_is_clean():
     assert "4 template(s), 3 instance(s)" in proc.stdout
 
 
+def test_validate_a_directory_checks_its_yaml_files(tmp_path: Path):
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "seed.yaml").write_text(SEED_TEMPLATE.read_text())
+    (tmp_path / "broken.yml").write_text(CASE["nan"].raw)
+    (tmp_path / "notes.txt").write_text("not yaml: [")
+
+    proc = cli("validate", tmp_path)
+
+    assert proc.returncode == 1
+    assert f"error: {tmp_path / 'broken.yml'}:1:4: '.nan'" in proc.stdout
+    assert "1 template(s), 0 instance(s) in 2 file(s): 1 problem(s)" in proc.stdout
+
+
 def test_validate_json_of_the_examples_says_valid():
     proc = cli("validate", "--output", "json", *sorted(EXAMPLES.glob("*-template.yaml")))
 
