@@ -143,24 +143,28 @@ def builtin_group(api_version: str) -> bool:
 
 
 def check_objects(
-    objects: Iterable[tuple[str, Manifest]], subject: str
+    objects: Iterable[tuple[str, Manifest]], subject: str, schema: bool = True
 ) -> tuple[list[RenderError], list[str]]:
-    """(problems, notes) for (item path, object) pairs; notes say what only the cluster checks."""
+    """(problems, notes) for (item path, object) pairs; notes say what only the cluster checks.
+
+    Without `schema`, only the cheap rules (metadata, pods, PVCs): for rendered objects whose
+    template already passed the schemas.
+    """
     problems = Problems(subject)
     notes: list[str] = []
     for path, manifest in objects:
         api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
-        name = schema_for(api_version, kind)
-        if name is None:
-            _unknown_kind(problems, notes, path, api_version, kind)
-            continue
-        body = {k: v for k, v in manifest.items() if k != "metadata"}
-        _walk(problems, body, definitions()[name], path)
         check_metadata(problems, manifest.get("metadata") or {}, path)
         if kind == "Pod":
             _check_pod_spec(problems, manifest.get("spec"), f"{path}.spec")
         elif kind == "PersistentVolumeClaim":
             _check_pvc_spec(problems, manifest.get("spec"), f"{path}.spec")
+        name = schema_for(api_version, kind) if schema else ""
+        if name is None:
+            _unknown_kind(problems, notes, path, api_version, kind)
+        elif name:
+            body = {k: v for k, v in manifest.items() if k != "metadata"}
+            _walk(problems, body, definitions()[name], path)
     return problems, notes
 
 

@@ -37,7 +37,6 @@ from jupyternetes_ssa.schema import (
     PROBE,
     Problems,
     check_labels,
-    check_metadata,
     check_objects,
     definitions,
     describe,
@@ -549,12 +548,7 @@ def check_pair(
     except RenderError as err:
         return None, [RenderError(err.message, subject=subject, path=err.path, fix=err.fix)], notes
     objects = rendered_objects(rendered)
-    if schema_on_rendered:
-        found, _ = check_objects(objects, subject)
-    else:
-        found = Problems(subject)
-        for path, manifest in objects:
-            check_metadata(found, manifest.get("metadata") or {}, path)
+    found, _ = check_objects(objects, subject, schema=schema_on_rendered)
     return (None if found else rendered), dedupe(found), notes
 
 

@@ -114,6 +114,29 @@ def test_validated_render_raises_the_first_problem_and_counts_the_rest():
     assert info.value.message.endswith("(and 1 more problem(s))")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("labels", "R&D / Compilers", "not a valid label value"),
+        ("memory", "4 GB", "not a quantity"),
+    ],
+)
+def test_validated_render_checks_what_the_variables_rendered(field: str, value: str, words: str):
+    template, instance = seed()
+    if field == "labels":
+        template["spec"]["pods"][0]["labels"]["dept"] = "{v}"
+    else:
+        template["spec"]["pods"][0]["spec"]["containers"][0]["resources"] = {
+            "limits": {"memory": "{v}"}
+        }
+    instance["spec"]["variables"]["v"] = value
+
+    with pytest.raises(RenderError, match=words) as info:
+        validated_render(template, instance)
+
+    assert info.value.subject == "JupyterNotebookInstance default/8dc366d8a0f05869bfdb6e7eb3d83f65"
+
+
 def test_validated_render_of_a_clean_pair_is_render():
     from jupyternetes_ssa.render import render
 
