@@ -290,3 +290,12 @@ def test_the_cli_refuses_an_alias_bomb_cleanly(tmp_path: Path, command: str):
     assert proc.returncode == 1
     assert "expands to more than" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_image_keeps_the_schemas_the_validation_reads():
+    """The Dockerfile prunes kubernetes-validate's other versions (100 MB) but not ours."""
+    from jupyternetes_ssa.schema import KUBERNETES_VERSION
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+
+    assert f"! -name 'v{KUBERNETES_VERSION}-local-strict' -prune" in dockerfile
