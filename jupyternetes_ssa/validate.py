@@ -549,6 +549,8 @@ def check_pair(
         return None, [RenderError(err.message, subject=subject, path=err.path, fix=err.fix)], notes
     objects = rendered_objects(rendered)
     found, _ = check_objects(objects, subject, schema=schema_on_rendered)
+    if not objects:
+        notes = [*notes, f"{subject}: no item's condition holds, so the instance gets nothing"]
     return (None if found else rendered), dedupe(found), notes
 
 

@@ -137,6 +137,21 @@ def test_validated_render_checks_what_the_variables_rendered(field: str, value: 
     assert info.value.subject == "JupyterNotebookInstance default/8dc366d8a0f05869bfdb6e7eb3d83f65"
 
 
+def test_an_instance_for_which_no_item_holds_gets_a_note():
+    template, instance = seed()
+    for section in ("pods", "pvcs"):
+        template["spec"][section][0]["condition"] = {"variable": "profile", "equals": "gpu"}
+
+    rendered, problems, notes = check_pair(template, instance, instance_origin="i.yaml")
+
+    assert problems == []
+    assert rendered is not None and rendered.items == ()
+    assert notes == [
+        "i.yaml: JupyterNotebookInstance default/8dc366d8a0f05869bfdb6e7eb3d83f65: no item's "
+        "condition holds, so the instance gets nothing"
+    ]
+
+
 def test_validated_render_of_a_clean_pair_is_render():
     from jupyternetes_ssa.render import render
 
