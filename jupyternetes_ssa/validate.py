@@ -519,7 +519,7 @@ def _cached_template_problems(
     version = meta.get("resourceVersion")
     if not isinstance(version, str):
         return template_problems(template, subject)
-    key = (str(meta.get("namespace")), str(meta.get("name")), version)
+    key = (subject, str(meta.get("uid")), version)
     if key not in _TEMPLATE_CACHE:
         if len(_TEMPLATE_CACHE) >= _CACHE_SIZE:
             _TEMPLATE_CACHE.pop(next(iter(_TEMPLATE_CACHE)))
