@@ -23,7 +23,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=build /dist/ /tmp/dist/
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir /tmp/dist/*.whl \
- && rm -rf /tmp/dist
+ && rm -rf /tmp/dist \
+ && find /opt/venv -type d -path '*/kubernetes_validate/kubernetes-json-schema/v*' \
+      ! -name 'v1.36.0-local-strict' -prune -exec rm -rf {} +
+# (kubernetes-validate ships the schemas of 13 Kubernetes versions, 100 MB; we read one.)
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 USER 10001:10001
 ENTRYPOINT ["/opt/venv/bin/jupyternetes-ssa"]

@@ -72,19 +72,14 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _load_docs(path: Path) -> list[dict]:
-    """The YAML documents of a file that are objects (a list or a scalar is no manifest)."""
+    """The objects of a YAML file, read with bounded size, depth and alias expansion."""
+    from jupyternetes_ssa.load import LoadError, load_documents
+
     try:
-        docs = list(yaml.safe_load_all(path.read_text()))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        fail(f"{path}: {err}")
+        return load_documents(path)
+    except LoadError as err:
+        fail(str(err))
         raise  # unreachable: fail exits
-    for number, doc in enumerate(docs, 1):
-        if doc is not None and not isinstance(doc, dict):
-            fail(
-                f"{path}: document {number} is a {type(doc).__name__}, not a Kubernetes "
-                "object; each YAML document must be a mapping with apiVersion, kind, metadata"
-            )
-    return [d for d in docs if d]
 
 
 @app.command()
@@ -94,22 +89,60 @@ def render(
     output: Annotated[Format, typer.Option(help="yaml or json.")] = Format.yaml,
 ) -> None:
     """Print the PVCs and pods an instance gets from its template (offline, no cluster)."""
-    from jupyternetes_ssa.render import render as do_render
     from jupyternetes_ssa.render import select_template
+    from jupyternetes_ssa.validate import check_instance, check_pair, instance_subject
 
     templates = [d for d in _load_docs(template) if d.get("kind") == "JupyterNotebookTemplate"]
     instances = [d for d in _load_docs(instance) if d.get("kind") == "JupyterNotebookInstance"]
     if len(instances) != 1:
         fail(f"{instance}: expected exactly one JupyterNotebookInstance, found {len(instances)}")
+    problems = check_instance(instances[0], instance_subject(instances[0], str(instance)))
+    _fail_on(problems)
     try:
-        rendered = do_render(select_template(templates, instances[0]), instances[0])
+        chosen = select_template(templates, instances[0])
     except JupyternetesError as err:
-        fail(str(err))
+        fail(f"{instance}: {err}")
+    rendered, problems, notes = check_pair(
+        chosen, instances[0], template_origin=str(template), instance_origin=str(instance)
+    )
+    _fail_on(problems)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     manifests = [i.manifest for i in rendered.items]
     if output == Format.json:
         typer.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2))
     else:
         typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
+
+
+def _fail_on(problems: list[JupyternetesError]) -> None:
+    """Every problem on its own line, then exit 1."""
+    if problems:
+        typer.echo("\n".join(f"error: {p}" for p in problems), err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="YAML files of templates and instances (a directory: its YAML files).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
+) -> None:
+    """Check templates (and instances, rendered against their templates) without a cluster.
+
+    Exit 0 when every file is valid, 1 otherwise (every problem is listed).
+    """
+    from jupyternetes_ssa.validate_files import report_json, report_text, validate_files
+
+    report = validate_files(files)
+    text = report_json(report) if output == Output.json else report_text(report)
+    typer.echo(text)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

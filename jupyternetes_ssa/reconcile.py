@@ -24,7 +24,6 @@ from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
-from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.status import (
     ItemView,
@@ -34,6 +33,7 @@ from jupyternetes_ssa.status import (
     views_from_outcomes,
 )
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
+from jupyternetes_ssa.validate import validated_render
 from jupyternetes_ssa.wait import wait_gone
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ async def _converge(
     kube: Kube, observed: Observed, instance: Manifest, settings: Settings, result: InstanceResult
 ) -> tuple[list[ItemView], Rendered | None]:
     try:
-        rendered = render(resolve_template(observed, instance, settings), instance)
+        rendered = validated_render(resolve_template(observed, instance, settings), instance)
         check_kinds(rendered, observed, str(result.instance))
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
@@ -270,7 +270,7 @@ async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = F
 def _wanted_only(observed: Observed, instance: Manifest, settings: Settings) -> set | None:
     """For `gc` alone: what the instance wants, rendered but not applied."""
     try:
-        rendered = render(resolve_template(observed, instance, settings), instance)
+        rendered = validated_render(resolve_template(observed, instance, settings), instance)
     except JupyternetesError:
         return None
     return {identity(i.manifest) for i in rendered.items}

@@ -270,7 +270,7 @@ async def test_bad_instances_get_an_error_status_and_never_stop_the_others(
     expectations = {
         "no-template": ("TemplateNotFound", "missing"),
         "typo": ("RenderFailed", "jupyterhub.user.nme"),
-        "invalid": ("ApplyFailed", "imagePullPolice"),
+        "invalid": ("RenderFailed", "imagePullPolice"),  # found offline, before any request
     }
     for name, (reason, words) in expectations.items():
         assert result_for(summary, name).reason == reason
@@ -320,7 +320,8 @@ async def test_another_managers_change_to_our_field_is_taken_back(kube: Kube, na
 async def test_a_rejected_first_object_holds_back_the_rest(kube: Kube, namespace: str):
     """The first change is applied without a dry-run: its rejection must still write nothing."""
     template = seed_template(namespace)
-    template["spec"]["pvcs"][0]["spec"]["accessMode"] = "ReadWriteOnce"  # typo: accessModes
+    # Only the apiserver knows this one (class names are not checked offline).
+    template["spec"]["pvcs"][0]["spec"]["storageClassName"] = "Not_A_Class"
     await put(kube, template)
     await put(kube, seed_instance(namespace, "jovyan"))
 
@@ -328,7 +329,7 @@ async def test_a_rejected_first_object_holds_back_the_rest(kube: Kube, namespace
 
     result = result_for(summary, "jovyan")
     assert result.reason == "ApplyFailed"
-    assert "accessMode" in result.error
+    assert "storageClassName" in result.error
     assert actions(summary, "jovyan") == {"failed": 2}
     held = next(o for o in result.outcomes if o.item.section == "pods")
     assert held.message.startswith("held back")
