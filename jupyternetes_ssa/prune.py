@@ -209,5 +209,6 @@ def plan_purge(observed: Observed, namespace: str, name: str) -> list[PruneCandi
 
 
 def remaining(observed: Observed, namespace: str, name: str) -> int:
-    """How many of the instance's objects still exist (terminating ones included)."""
-    return sum(1 for _ in _of_instance(observed, namespace, name))
+    """How many of the instance's objects still exist (terminating ones included; adopted
+    ones, which a purge keeps, not)."""
+    return sum(1 for obj in _of_instance(observed, namespace, name) if not adopted(obj))

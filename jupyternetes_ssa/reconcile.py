@@ -122,7 +122,9 @@ async def write_status(
         "apiVersion": INSTANCE.api_version,
         "kind": INSTANCE.kind,
         "metadata": {"name": name, "namespace": ns},
-        "status": status,
+        # An emptied map is left out, not sent as {}: applying {} over a map we owned leaves
+        # null, which the CRD's schema refuses (422), e.g. status.pods after a purge.
+        "status": {k: v for k, v in status.items() if v != {}},
     }
     try:
         observed.remember(await kube.apply(body, subresource="status"))

@@ -167,6 +167,11 @@ async def test_adopt_takes_over_a_kubespawner_claim_and_never_deletes_it(
     purging["spec"]["purge"] = True
     await put(kube, purging)
     await once(kube, namespace)
+    await wait_for(
+        lambda: _gone(kube, POD, namespace, "jovyan-notebook"), timeout=60, message="pod purged"
+    )
+    await once(kube, namespace)
+    assert (await status_of(kube, namespace, "jovyan"))["phase"] == "Purged"
     await kube.delete(INSTANCE, namespace, "jovyan")
     summary = await once(kube, namespace)
     assert [str(c.ref) for c in summary.kept] == [f"PersistentVolumeClaim {namespace}/claim-jovyan"]

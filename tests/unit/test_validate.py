@@ -139,6 +139,7 @@ def test_validated_render_checks_what_the_variables_rendered(field: str, value: 
 
 def test_an_instance_for_which_no_item_holds_gets_a_note():
     template, instance = seed()
+    instance["spec"]["variables"]["profile"] = "standard"
     for section in ("pods", "pvcs"):
         template["spec"][section][0]["condition"] = {"variable": "profile", "equals": "gpu"}
 
