@@ -1,7 +1,9 @@
 """Continuous mode: informers feed a work queue of instance keys; workers run `reconcile_instance`.
 
 Watch handlers only map an event to the instance(s) it concerns: an instance's own spec change,
-every instance using a changed template, the instance owning a changed pod, PVC or warning event.
+every instance using a changed template, the instance owning a changed pod, PVC or warning event,
+the instances of a namespace whose labels changed (watched only once a template grants by
+namespace selector, see tenancy.py).
 A periodic resync re-queues everything and garbage-collects across the whole cache.
 """
 
@@ -17,7 +19,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, Kube, Resource
+from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
@@ -33,6 +35,7 @@ from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.tenancy import template_key, uses_selector
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -49,17 +52,16 @@ def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
     )
 
 
+def _labels(obj: Manifest) -> dict:
+    return obj["metadata"].get("labels") or {}
+
+
 def _instance_label(obj: Manifest) -> tuple[str, str]:
     meta = obj["metadata"]
     lbl = meta.get("labels") or {}
     return lbl.get(labels.INSTANCE_NAMESPACE, meta.get("namespace", "")), lbl.get(
         labels.INSTANCE, ""
     )
-
-
-def _template_key(instance: Manifest) -> Key:
-    ref = instance.get("spec", {}).get("template") or {}
-    return ref.get("namespace") or instance["metadata"]["namespace"], ref.get("name", "")
 
 
 class Controller:
@@ -76,6 +78,8 @@ class Controller:
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
+        self.namespace_informer: Informer | None = None  # started by the first selector grant
+        self._tasks: list[asyncio.Task] = []
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self.metrics.instances.set_function(lambda: len(self.observed.instances))
         self.metrics.leader.set_function(lambda: 1 if self.leading else 0)
@@ -115,7 +119,11 @@ class Controller:
         ]
 
     def synced(self) -> bool:
-        return bool(self.informers) and all(i.synced for i in self.informers)
+        """Every cache listed; namespaces too once watched, unless reading them fails (then
+        selector grants are refused, and nothing else waits for them)."""
+        ns = self.namespace_informer
+        namespaces_settled = ns is None or ns.listed or ns.last_error is not None
+        return bool(self.informers) and all(i.synced for i in self.informers) and namespaces_settled
 
     # --- event handlers: map an event to instance keys --------------------------------------
     def _on_instance(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
@@ -129,11 +137,36 @@ class Controller:
             self.queue.add(key)
 
     def _on_template(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
+        if kind != "DELETED" and uses_selector(obj):
+            self._watch_namespaces()
         if old is not None and kind != "DELETED" and obj.get("spec") == old.get("spec"):
             return
         tkey = key_of(obj)
         for key, instance in self.observed.instances.items():
-            if _template_key(instance) == tkey:
+            if template_key(instance) == tkey:
+                self.queue.add(key)
+
+    def _watch_namespaces(self) -> None:
+        if self.namespace_informer is not None:
+            return
+        self.namespace_informer = Informer(
+            self.kube,
+            NAMESPACE,
+            (),
+            self.observed.namespaces,
+            self._on_namespace,
+            timeout_seconds=self.s.watch_timeout_seconds,
+        )
+        self._tasks.append(asyncio.create_task(self.namespace_informer.run()))
+
+    def _on_namespace(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
+        """A grant by selector may start or stop holding: re-queue the namespace's instances
+        that use a template of another namespace."""
+        if kind != "DELETED" and old is not None and _labels(obj) == _labels(old):
+            return
+        name = obj["metadata"]["name"]
+        for key, instance in self.observed.instances.items():
+            if key[0] == name and template_key(instance)[0] != name:
                 self.queue.add(key)
 
     def _owner_of(self, obj: Manifest) -> Key | None:
@@ -186,6 +219,11 @@ class Controller:
             self.wanted.pop(key, None)
             await self._prune(only=key)
             return False
+        ns = self.namespace_informer
+        if ns is not None and not ns.listed and ns.last_error is None:
+            if template_key(instance)[0] != key[0]:
+                return True  # a grant may need labels still being listed: retry shortly
+        self.observed.namespaces_known = ns is not None and ns.listed
         started = time.monotonic()
         result, want = await reconcile_instance(self.kube, self.observed, instance, self.s)
         self.metrics.duration.observe(time.monotonic() - started)
@@ -226,7 +264,8 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
         self.informers = self._informers(await owned_resources(self.kube, self.s))
-        tasks = [asyncio.create_task(i.run()) for i in self.informers]
+        tasks = self._tasks
+        tasks += [asyncio.create_task(i.run()) for i in self.informers]
         server = None
         if self.s.health_port:
             server = await serve(self.s.health_host, self.s.health_port, self.synced, self.metrics)

@@ -45,7 +45,12 @@ class Informer:
 
     @property
     def synced(self) -> bool:
-        return len(self._synced) == len(self.scopes) and not self._failing
+        return self.listed and not self._failing
+
+    @property
+    def listed(self) -> bool:
+        """Every scope was listed once: the cache is complete, if perhaps stale while failing."""
+        return len(self._synced) == len(self.scopes)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._run_scope(s) for s in self.scopes))

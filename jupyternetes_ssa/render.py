@@ -21,6 +21,7 @@ from deepmerge import always_merger
 from jupyternetes_ssa import GROUP, VERSION, labels
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name
+from jupyternetes_ssa.tenancy import template_key
 from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, RenderedItem, Section
 
 INSTANCE_KIND = "JupyterNotebookInstance"
@@ -528,8 +529,7 @@ def _render(template: Manifest, instance: Manifest, inst: ObjectRef) -> Rendered
 
 def select_template(templates: list[Manifest], instance: Manifest) -> Manifest:
     """The template the instance names; a namespace on the template doc must match too."""
-    want = _get(instance, "spec", "template", "name")
-    namespace = template_namespace({}, instance)
+    namespace, want = template_key(instance)
     candidates = [
         t
         for t in templates
