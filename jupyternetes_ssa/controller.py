@@ -204,6 +204,12 @@ class Controller:
         ids = self.members.get((key[0], safe_label_value(key[1])), set())
         return [obj for kind, k in ids if (obj := stores.get(kind, {}).get(k)) is not None]
 
+    def _labels_pending(self, instance: Manifest) -> bool:
+        """A cross-namespace instance while the namespaces are first being listed."""
+        ns = self.namespace_informer
+        listing = ns is not None and not ns.listed and ns.last_error is None
+        return listing and template_key(instance)[0] != key_of(instance)[0]
+
     async def _prune(self, only: Key | None = None) -> None:
         self.observed.complete = self.synced()
         objects = None if only is None else self._objects_of(only)
@@ -220,10 +226,9 @@ class Controller:
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
-        if ns is not None and not ns.listed and ns.last_error is None:
-            if template_key(instance)[0] != key[0]:
-                return True  # a grant may need labels still being listed: retry shortly
         self.observed.namespaces_known = ns is not None and ns.listed
+        if self._labels_pending(instance):
+            return True  # a grant may need labels still being listed: retry shortly
         started = time.monotonic()
         result, want = await reconcile_instance(self.kube, self.observed, instance, self.s)
         self.metrics.duration.observe(time.monotonic() - started)
