@@ -309,12 +309,13 @@ def _check_other(item: Mapping[str, Any], path: str) -> None:
                 f"{path}.{field}",
                 f"set {field} (e.g. apiVersion: v1, kind: ConfigMap)",
             )
-    for field in ("metadata", "status"):
+    for field in ("metadata", "status", "namespace"):
         if field in item:
             raise _error(
                 f"{field} cannot be set on a template item",
                 f"{path}.{field}",
-                "use the item's name/resourceName, labels and annotations",
+                "objects always go to the instance's namespace; use the item's "
+                "name/resourceName, labels and annotations",
             )
 
 

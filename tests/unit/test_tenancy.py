@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jupyternetes_ssa.errors import TemplateNotAllowed
+from jupyternetes_ssa.errors import RenderError, TemplateNotAllowed
 from jupyternetes_ssa.observe import template_scope
+from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import (
     check_grant,
@@ -186,3 +187,38 @@ def test_catalogues_are_read_and_allowed_alongside_the_template_namespaces():
     assert template_scope(served) == ("jhub", "shared")
     assert template_scope(Settings(catalog_namespaces=("shared",))) == ()
     assert Settings(catalog_namespaces=("shared",)).template_allowed("anywhere")
+
+
+# --- otherResources: never outside the instance's namespace -----------------------------------
+
+CONFIGMAP = {"name": "cfg", "apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}}
+
+
+def _instance(namespace: str = "tenant-a") -> dict:
+    return {
+        "metadata": {"name": "x", "namespace": namespace, "uid": "u"},
+        "spec": {"template": {"name": "debug", "namespace": "admin-only"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"namespace": "admin-only"}, "otherResources[cfg].namespace"),
+        ({"metadata": {"namespace": "admin-only"}}, "otherResources[cfg].metadata"),
+    ],
+)
+def test_an_other_item_cannot_name_a_namespace(extra, path):
+    with pytest.raises(RenderError) as caught:
+        render(template(otherResources=[{**CONFIGMAP, **extra}]), _instance())
+    assert caught.value.path == path
+    assert "instance's namespace" in str(caught.value)
+
+
+def test_every_object_of_a_template_from_elsewhere_lands_in_the_instances_namespace():
+    pod = {"name": "nb", "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    pvc = {"name": "home", "spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+    tmpl = template(pods=[pod], pvcs=[pvc], otherResources=[CONFIGMAP])
+    rendered = render(tmpl, _instance())
+    assert {i.manifest["metadata"]["namespace"] for i in rendered.items} == {"tenant-a"}
+    assert rendered.template.namespace == "admin-only"
