@@ -46,6 +46,7 @@ from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.local_cluster.kube import request
 from jupyternetes_ssa.reconcile import reconcile_once
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.spawner import JupyternetesSpawner
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +141,10 @@ async def test_a_template_of_another_namespace_is_refused_without_a_grant(
     assert await owned(kube, namespace, "intruder") == ([], [])
     assert await owned(kube, admin_ns, "intruder") == ([], [])
     assert actions(summary, "jovyan") == {"created": 2}, "the other instance still converges"
+    live = await kube.get(INSTANCE, namespace, "intruder")
+    with pytest.raises(RuntimeError, match="TemplateNotAllowed") as failed:  # fails the spawn
+        JupyternetesSpawner()._ready_url(live, live["metadata"]["uid"])
+    assert f"does not serve namespace '{namespace}'" in str(failed.value)
 
 
 GRANTS = {
