@@ -104,8 +104,9 @@ def instance_of(namespace: str, name: str, template_ns: str, template: str = "sh
     return instance
 
 
-async def one_pass(kube: Kube, *namespaces: str, **settings):
-    return await reconcile_once(kube, Settings(namespaces=namespaces, **settings))
+async def one_pass(kube: Kube, *namespaces: str, prune_only: bool = False, **settings):
+    settings_ = Settings(namespaces=namespaces, **settings)
+    return await reconcile_once(kube, settings_, prune_only=prune_only)
 
 
 async def degraded(kube: Kube, namespace: str, name: str) -> dict:
