@@ -19,7 +19,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, Kube, Resource
+from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, ApiError, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
@@ -79,6 +79,7 @@ class Controller:
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
+        self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
         self._tasks: list[asyncio.Task] = []
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self.metrics.instances.set_function(lambda: len(self.observed.instances))
@@ -119,11 +120,17 @@ class Controller:
         ]
 
     def synced(self) -> bool:
-        """Every cache listed; namespaces too once watched, unless reading them fails (then
-        selector grants are refused, and nothing else waits for them)."""
-        ns = self.namespace_informer
-        namespaces_settled = ns is None or ns.listed or ns.last_error is not None
-        return bool(self.informers) and all(i.synced for i in self.informers) and namespaces_settled
+        """Every cache listed; namespaces too once watched (unless reading them is refused or
+        fails: then selector grants are refused, and nothing else waits for them)."""
+        core = bool(self.informers) and all(i.synced for i in self.informers)
+        return core and not self._namespaces_pending()
+
+    def _namespaces_pending(self) -> bool:
+        """Namespace labels are on their way: first asked for or listed, without error yet."""
+        ns, asked = self.namespace_informer, self._namespaces_asked
+        if ns is not None:
+            return not ns.listed and ns.last_error is None
+        return asked is not None and not asked.done()
 
     # --- event handlers: map an event to instance keys --------------------------------------
     def _on_instance(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
@@ -147,7 +154,20 @@ class Controller:
                 self.queue.add(key)
 
     def _watch_namespaces(self) -> None:
-        if self.namespace_informer is not None:
+        if self.namespace_informer is None and self._namespaces_asked is None:
+            self._namespaces_asked = asyncio.create_task(self._start_namespace_informer())
+
+    async def _start_namespace_informer(self) -> None:
+        """Watch namespaces if allowed; if not, selector grants are refused (asked again at
+        each resync, so rights granted later are noticed)."""
+        try:
+            allowed = all([await self.kube.allowed(v, NAMESPACE) for v in ("list", "watch")])
+        except ApiError as err:
+            allowed, why = False, str(err)
+        else:
+            why = "no list and watch on namespaces"
+        if not allowed:
+            log.warning("namespace labels unavailable (%s): selector grants are refused", why)
             return
         self.namespace_informer = Informer(
             self.kube,
@@ -206,9 +226,7 @@ class Controller:
 
     def _labels_pending(self, instance: Manifest) -> bool:
         """A cross-namespace instance while the namespaces are first being listed."""
-        ns = self.namespace_informer
-        listing = ns is not None and not ns.listed and ns.last_error is None
-        return listing and template_key(instance)[0] != key_of(instance)[0]
+        return self._namespaces_pending() and template_key(instance)[0] != key_of(instance)[0]
 
     async def _prune(self, only: Key | None = None) -> None:
         self.observed.complete = self.synced()
@@ -259,6 +277,11 @@ class Controller:
             await asyncio.sleep(self.s.resync_seconds)
             for key in list(self.observed.instances):
                 self.queue.add(key)
+            if self.namespace_informer is None and any(
+                uses_selector(t) for t in self.observed.templates.values()
+            ):
+                self._namespaces_asked = None  # refused before: ask again
+                self._watch_namespaces()
             if self.synced():
                 await self._prune()
 
@@ -278,9 +301,10 @@ class Controller:
         try:
             code = await self._lead(stop, tasks)
         finally:
-            for task in tasks:
+            running = [*tasks, *filter(None, [self._namespaces_asked])]
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
             if self.elector:
                 await self.elector.release()
             if server:

@@ -64,6 +64,9 @@ SECRET = Resource("v1", "Secret", "secrets")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
 INSTANCE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookInstance", "jupyternotebookinstances")
 TEMPLATE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookTemplate", "jupyternotebooktemplates")
+ACCESS_REVIEW = Resource(
+    "authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False
+)
 BY_KIND = {r.kind: r for r in (POD, PVC, EVENT, LEASE, INSTANCE, TEMPLATE, SECRET, NAMESPACE)}
 
 
@@ -331,6 +334,22 @@ class Kube:
             if err.status == 410:
                 raise WatchExpired(err.message) from exc
             raise err from exc
+
+    async def allowed(self, verb: str, res: Resource, namespace: str | None = None) -> bool:
+        """Ask first (SelfSubjectAccessReview) instead of trying: kr8s answers a 403 by
+        re-creating its HTTP session, which cuts every watch in flight."""
+        attributes = {"verb": verb, "group": res.group, "resource": res.plural}
+        if namespace:
+            attributes["namespace"] = namespace
+        review = {
+            "apiVersion": ACCESS_REVIEW.api_version,
+            "kind": ACCESS_REVIEW.kind,
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = await self.request(
+            "POST", ACCESS_REVIEW, None, ACCESS_REVIEW.url(), content=json.dumps(review)
+        )
+        return bool(answer.get("status", {}).get("allowed"))
 
     # --- discovery ---------------------------------------------------------------------------
     async def discover(self, group_version: str) -> list[Resource]:

@@ -33,6 +33,7 @@ from reconcile_helpers import (
 from test_controller import running, settings_for
 from test_deploy import (
     RBAC_KINDS,
+    REPO,
     build,
     container_process,
     delete_cluster_scoped,
@@ -43,6 +44,7 @@ from test_deploy import (
 
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, TEMPLATE, ApiError, Kube
 from jupyternetes_ssa.local_cluster import wait_for
+from jupyternetes_ssa.local_cluster.identity import can
 from jupyternetes_ssa.local_cluster.kube import request
 from jupyternetes_ssa.reconcile import reconcile_once
 from jupyternetes_ssa.settings import Settings
@@ -302,6 +304,86 @@ async def _wait_reason(kube: Kube, namespace: str, reason: str, what: str) -> No
         return (await degraded(kube, namespace, "jovyan")).get("reason") == reason
 
     await wait_for(reached, timeout=60, message=f"Degraded reason {reason}: {what}")
+
+
+async def test_unreadable_namespace_labels_refuse_only_selector_grants(
+    cluster, kube: Kube, namespace: str, admin_ns: str, sa_kubeconfig
+):
+    """The namespaced Role (no rights on namespaces), plus reading templates in admin_ns."""
+    role = yaml.safe_load((REPO / "examples/deploy/rbac/namespace/role.yaml").read_text())
+    identity = await sa_kubeconfig(role["rules"], name="namespaced")
+    reader = [
+        {
+            "apiGroups": ["kadense.io"],
+            "resources": ["jupyternotebooktemplates"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    await _grant_in(cluster, admin_ns, namespace, "namespaced", reader)
+    narrow = await Kube.connect(kubeconfig=str(identity))
+    await put(kube, shared_template(admin_ns, instanceNamespaceSelector={}))
+    await put(kube, instance_of(namespace, "selected", admin_ns))
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "jovyan"))
+    scope = {"template_namespaces": (namespace, admin_ns)}
+
+    summary = await one_pass(narrow, namespace, **scope)
+
+    refused = result_for(summary, "selected")
+    assert refused.reason == "TemplateNotAllowed"
+    assert "cannot read the labels of namespace" in refused.error
+    assert "list and watch on namespaces" in refused.error
+    assert actions(summary, "jovyan") == {"created": 2}
+    async with running(narrow, settings_for(namespace, **scope)) as controller:
+        await wait_for(lambda: _asked(controller), timeout=60, message="rights on namespaces")
+        await wait_for(
+            lambda: _phase_is(kube, namespace, "jovyan", "Running"),
+            timeout=60,
+            message="the other instance runs",
+        )
+        assert controller.namespace_informer is None, "not allowed: not watched"
+        assert controller.synced(), "missing rights block neither readiness nor GC"
+        assert all(i.last_error is None for i in controller.informers), "no watch was cut"
+        cond = await degraded(kube, namespace, "selected")
+        assert cond["reason"] == "TemplateNotAllowed", cond
+
+
+async def _asked(controller) -> bool:
+    asked = controller._namespaces_asked
+    return asked is not None and asked.done()
+
+
+async def _phase_is(kube: Kube, namespace: str, name: str, phase: str) -> bool:
+    return (await status_of(kube, namespace, name)).get("phase") == phase
+
+
+async def _grant_in(cluster, namespace: str, account_ns: str, account: str, rules) -> None:
+    """A Role in `namespace` for a ServiceAccount of another namespace."""
+    meta = {"name": account, "namespace": namespace}
+    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta,
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_ns}],
+    }
+    await request(cluster.api, "POST", f"{base}/roles", body=role)
+    await request(cluster.api, "POST", f"{base}/rolebindings", body=binding)
+    user = f"system:serviceaccount:{account_ns}:{account}"
+
+    async def granted() -> bool:
+        return await can(
+            cluster.api, user, namespace, "list", "jupyternotebooktemplates", "kadense.io"
+        )
+
+    await wait_for(granted, timeout=30, message=f"RBAC grants {user} templates in {namespace}")
 
 
 # --- the seed example with the shipped cluster-wide install ------------------------------------
