@@ -157,6 +157,10 @@ class Controller:
         if self.namespace_informer is None and self._namespaces_asked is None:
             self._namespaces_asked = asyncio.create_task(self._start_namespace_informer())
 
+    def _namespaces_refused(self) -> bool:
+        asked = self._namespaces_asked
+        return self.namespace_informer is None and asked is not None and asked.done()
+
     async def _start_namespace_informer(self) -> None:
         """Watch namespaces if allowed; if not, selector grants are refused (asked again at
         each resync, so rights granted later are noticed)."""
@@ -277,10 +281,10 @@ class Controller:
             await asyncio.sleep(self.s.resync_seconds)
             for key in list(self.observed.instances):
                 self.queue.add(key)
-            if self.namespace_informer is None and any(
+            if self._namespaces_refused() and any(
                 uses_selector(t) for t in self.observed.templates.values()
             ):
-                self._namespaces_asked = None  # refused before: ask again
+                self._namespaces_asked = None  # ask again
                 self._watch_namespaces()
             if self.synced():
                 await self._prune()
