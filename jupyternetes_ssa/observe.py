@@ -208,7 +208,8 @@ async def _observe_namespaces(kube: Kube, seen: Observed) -> None:
     """Namespace labels for selector grants; unreadable ones refuse only those grants."""
     try:
         if not await kube.allowed("list", NAMESPACE):  # asked: a 403 costs kr8s its session
-            raise ApiError(403, "Forbidden", "no list on namespaces")
+            log.warning("no list on namespaces: instanceNamespaceSelector grants are refused")
+            return
         listed = await kube.list(NAMESPACE)
     except ApiError as err:
         log.warning("cannot read namespaces for instanceNamespaceSelector grants: %s", err)
