@@ -335,12 +335,11 @@ class Kube:
                 raise WatchExpired(err.message) from exc
             raise err from exc
 
-    async def allowed(self, verb: str, res: Resource, namespace: str | None = None) -> bool:
-        """Ask first (SelfSubjectAccessReview) instead of trying: kr8s answers a 403 by
-        re-creating its HTTP session, which cuts every watch in flight."""
+    async def allowed(self, verb: str, res: Resource) -> bool:
+        """Whether we may `verb` `res` in every namespace (or cluster-scoped). Asked
+        (SelfSubjectAccessReview) rather than tried: kr8s answers a 403 by re-creating its HTTP
+        session, which cuts every watch in flight."""
         attributes = {"verb": verb, "group": res.group, "resource": res.plural}
-        if namespace:
-            attributes["namespace"] = namespace
         review = {
             "apiVersion": ACCESS_REVIEW.api_version,
             "kind": ACCESS_REVIEW.kind,
