@@ -83,14 +83,13 @@ async def label(kube: Kube, namespace: str, labels: dict[str, str]) -> None:
     )
 
 
-def debug_template(namespace: str, name: str = "debug", **grant) -> dict:
+def debug_template(namespace: str) -> dict:
     """An admin's privileged template: the whole host's filesystem, in a privileged pod."""
-    template = seed_template(namespace, name)
+    template = seed_template(namespace, "debug")
     pod = template["spec"]["pods"][0]["spec"]
     pod["containers"][0]["securityContext"] = {"privileged": True}
     pod["containers"][0]["volumeMounts"].append({"name": "host", "mountPath": "/host"})
     pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
-    template["spec"].update(grant)
     return template
 
 
