@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jupyternetes_ssa.controller import Controller
 from jupyternetes_ssa.errors import RenderError, TemplateNotAllowed
 from jupyternetes_ssa.observe import template_scope
 from jupyternetes_ssa.render import render
@@ -222,3 +223,40 @@ def test_every_object_of_a_template_from_elsewhere_lands_in_the_instances_namesp
     rendered = render(tmpl, _instance())
     assert {i.manifest["metadata"]["namespace"] for i in rendered.items} == {"tenant-a"}
     assert rendered.template.namespace == "admin-only"
+
+
+# --- continuous mode: which events re-queue which instances -------------------------------------
+
+
+def _naming(namespace: str, name: str, template_ns: str | None) -> dict:
+    ref = {"name": "t"} | ({"namespace": template_ns} if template_ns else {})
+    return {"metadata": {"namespace": namespace, "name": name}, "spec": {"template": ref}}
+
+
+def _namespace(name: str, **labels: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+async def _drain(queue) -> set:
+    keys = set()
+    while len(queue):
+        key = await queue.get()
+        queue.done(key)
+        keys.add(key)
+    return keys
+
+
+async def test_a_namespace_label_change_requeues_its_cross_namespace_instances_only():
+    controller = Controller(None, Settings(health_port=0))  # handlers only: no apiserver
+    controller.observed.instances = {
+        ("a", "cross"): _naming("a", "cross", "admin"),
+        ("a", "own"): _naming("a", "own", None),
+        ("a", "own-named"): _naming("a", "own-named", "a"),
+        ("b", "cross"): _naming("b", "cross", "admin"),
+    }
+    controller._on_namespace("MODIFIED", _namespace("a", team="x"), _namespace("a", team="x"))
+    assert await _drain(controller.queue) == set(), "labels unchanged: nothing to do"
+    controller._on_namespace("MODIFIED", _namespace("a", team="y"), _namespace("a", team="x"))
+    assert await _drain(controller.queue) == {("a", "cross")}
+    controller._on_namespace("ADDED", _namespace("b"), None)
+    assert await _drain(controller.queue) == {("b", "cross")}
