@@ -162,7 +162,16 @@ Namespaces = Annotated[
 TemplateNamespaces = Annotated[
     list[str],
     typer.Option(
-        "--template-namespace", help="Only templates from this namespace may be used (repeatable)."
+        "--template-namespace",
+        help="Only templates from this namespace (or a catalogue) may be used (repeatable).",
+    ),
+]
+CatalogNamespaces = Annotated[
+    list[str],
+    typer.Option(
+        "--catalog-namespace",
+        help="Templates in this namespace serve instances of every served namespace "
+        "(repeatable; default: none: a template serves its own namespace and those it grants).",
     ),
 ]
 AllowKinds = Annotated[
@@ -241,6 +250,7 @@ def reconcile(
     once: Annotated[bool, typer.Option(help="One full pass, then exit (for a CronJob).")] = False,
     namespace: Namespaces = [],  # noqa: B006 (typer reads the default)
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    catalog_namespace: CatalogNamespaces = [],  # noqa: B006
     allow_kind: AllowKinds = [],  # noqa: B006
     recreate_pods: Annotated[
         bool,
@@ -281,6 +291,7 @@ def reconcile(
         namespace,
         template_namespace,
         allow_kind,
+        catalog_namespaces=tuple(catalog_namespace),
         recreate_pods=recreate_pods,
         dry_run=dry_run,
         concurrency=concurrency,
@@ -306,13 +317,20 @@ def reconcile(
 def diff(
     namespace: Namespaces = [],  # noqa: B006
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    catalog_namespace: CatalogNamespaces = [],  # noqa: B006
     allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Show what a reconcile would change, from a server-side dry-run (writes nothing)."""
-    settings = _settings(namespace, template_namespace, allow_kind, dry_run=True)
+    settings = _settings(
+        namespace,
+        template_namespace,
+        allow_kind,
+        catalog_namespaces=tuple(catalog_namespace),
+        dry_run=True,
+    )
     summary = _pass_and_report(kubeconfig, context, settings, output)
     raise typer.Exit(0 if summary.ok else 1)
 
@@ -323,6 +341,7 @@ def gc(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete.")] = False,
     namespace: Namespaces = [],  # noqa: B006
     template_namespace: TemplateNamespaces = [],  # noqa: B006
+    catalog_namespace: CatalogNamespaces = [],  # noqa: B006
     allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     kubeconfig: Kubeconfig = None,
@@ -331,7 +350,13 @@ def gc(
     """Garbage-collect pods (and PVCs whose policy is Delete) that no instance wants."""
     if dry_run == yes:
         fail("say exactly one of --dry-run (list what would be deleted) or --yes (delete it)", 2)
-    settings = _settings(namespace, template_namespace, allow_kind, dry_run=dry_run)
+    settings = _settings(
+        namespace,
+        template_namespace,
+        allow_kind,
+        catalog_namespaces=tuple(catalog_namespace),
+        dry_run=dry_run,
+    )
     summary = _pass_and_report(kubeconfig, context, settings, output, prune_only=True)
     raise typer.Exit(1 if summary.prune_error else 0)
 

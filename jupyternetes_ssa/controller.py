@@ -1,7 +1,9 @@
 """Continuous mode: informers feed a work queue of instance keys; workers run `reconcile_instance`.
 
 Watch handlers only map an event to the instance(s) it concerns: an instance's own spec change,
-every instance using a changed template, the instance owning a changed pod, PVC or warning event.
+every instance using a changed template, the instance owning a changed pod, PVC or warning event,
+the instances of a namespace whose labels changed (watched only once a template grants by
+namespace selector, see tenancy.py).
 A periodic resync re-queues everything and garbage-collects across the whole cache.
 """
 
@@ -17,7 +19,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, ApiError, Kube, Resource
+from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, ApiError, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
@@ -33,6 +35,7 @@ from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.tenancy import template_key, uses_selector
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -50,17 +53,16 @@ def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
     )
 
 
+def _labels(obj: Manifest) -> dict:
+    return obj["metadata"].get("labels") or {}
+
+
 def _instance_label(obj: Manifest) -> tuple[str, str]:
     meta = obj["metadata"]
     lbl = meta.get("labels") or {}
     return lbl.get(labels.INSTANCE_NAMESPACE, meta.get("namespace", "")), lbl.get(
         labels.INSTANCE, ""
     )
-
-
-def _template_key(instance: Manifest) -> Key:
-    ref = instance.get("spec", {}).get("template") or {}
-    return ref.get("namespace") or instance["metadata"]["namespace"], ref.get("name", "")
 
 
 class Controller:
@@ -79,6 +81,8 @@ class Controller:
         self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
         self._event_cache: dict[Key, Manifest] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
+        self.namespace_informer: Informer | None = None  # started by the first selector grant
+        self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self.metrics.instances.set_function(lambda: len(self.observed.instances))
         self.metrics.leader.set_function(lambda: 1 if self.leading else 0)
@@ -118,7 +122,17 @@ class Controller:
         ]
 
     def synced(self) -> bool:
-        return bool(self.informers) and all(i.synced for i in self.informers)
+        """Every cache listed; namespaces too once watched (unless reading them is refused or
+        fails: then selector grants are refused, and nothing else waits for them)."""
+        core = bool(self.informers) and all(i.synced for i in self.informers)
+        return core and not self._namespaces_pending()
+
+    def _namespaces_pending(self) -> bool:
+        """Namespace labels are on their way: first asked for or listed, without error yet."""
+        ns, asked = self.namespace_informer, self._namespaces_asked
+        if ns is not None:
+            return not ns.listed and ns.last_error is None
+        return asked is not None and not asked.done()
 
     def healthy(self) -> bool:
         """For /healthz: every background task still runs and no watch has failed for long."""
@@ -138,11 +152,55 @@ class Controller:
             self.queue.add(key)
 
     def _on_template(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
+        if kind != "DELETED" and uses_selector(obj):
+            self._watch_namespaces()
         if old is not None and kind != "DELETED" and obj.get("spec") == old.get("spec"):
             return
         tkey = key_of(obj)
         for key, instance in self.observed.instances.items():
-            if _template_key(instance) == tkey:
+            if template_key(instance) == tkey:
+                self.queue.add(key)
+
+    def _watch_namespaces(self) -> None:
+        if self.namespace_informer is None and self._namespaces_asked is None:
+            self._namespaces_asked = asyncio.create_task(self._start_namespace_informer())
+
+    def _namespaces_refused(self) -> bool:
+        asked = self._namespaces_asked
+        return self.namespace_informer is None and asked is not None and asked.done()
+
+    async def _start_namespace_informer(self) -> None:
+        """Watch namespaces if allowed; if not, selector grants are refused (asked again at
+        each resync, so rights granted later are noticed)."""
+        try:
+            allowed = all([await self.kube.allowed(v, NAMESPACE) for v in ("list", "watch")])
+        except ApiError as err:
+            allowed, why = False, str(err)
+        else:
+            why = "no list and watch on namespaces"
+        if not allowed:
+            log.warning("namespace labels unavailable (%s): selector grants are refused", why)
+            return
+        self.namespace_informer = Informer(
+            self.kube,
+            NAMESPACE,
+            (),
+            self.observed.namespaces,
+            self._on_namespace,
+            timeout_seconds=self.s.watch_timeout_seconds,
+        )
+        self.tasks.append(
+            asyncio.create_task(self.namespace_informer.run(), name="informer Namespace")
+        )
+
+    def _on_namespace(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
+        """A grant by selector may start or stop holding: re-queue the namespace's instances
+        that use a template of another namespace."""
+        if kind != "DELETED" and old is not None and _labels(obj) == _labels(old):
+            return
+        name = obj["metadata"]["name"]
+        for key, instance in self.observed.instances.items():
+            if key[0] == name and template_key(instance)[0] != name:
                 self.queue.add(key)
 
     def _owner_of(self, obj: Manifest) -> Key | None:
@@ -180,6 +238,10 @@ class Controller:
         ids = self.members.get((key[0], safe_label_value(key[1])), set())
         return [obj for kind, k in ids if (obj := stores.get(kind, {}).get(k)) is not None]
 
+    def _labels_pending(self, instance: Manifest) -> bool:
+        """A cross-namespace instance while the namespaces are first being listed."""
+        return self._namespaces_pending() and template_key(instance)[0] != key_of(instance)[0]
+
     async def _prune(self, only: Key | None = None) -> None:
         self.observed.complete = self.synced()
         objects = None if only is None else self._objects_of(only)
@@ -204,6 +266,10 @@ class Controller:
             self.wanted.pop(key, None)
             await self._prune(only=key)
             return False
+        ns = self.namespace_informer
+        self.observed.namespaces_known = ns is not None and ns.listed
+        if self._labels_pending(instance):
+            return True  # a grant may need labels still being listed: retry shortly
         started = time.monotonic()
         result, want = await reconcile_instance(self.kube, self.observed, instance, self.s)
         self.metrics.duration.observe(time.monotonic() - started)
@@ -241,6 +307,11 @@ class Controller:
             await asyncio.sleep(self.s.resync_seconds)
             for key in list(self.observed.instances):
                 self.queue.add(key)
+            if self._namespaces_refused() and any(
+                uses_selector(t) for t in self.observed.templates.values()
+            ):
+                self._namespaces_asked = None  # ask again
+                self._watch_namespaces()
 
     async def _wait_synced(self) -> None:
         while not self.synced():
@@ -262,9 +333,10 @@ class Controller:
         try:
             code = await self._lead(stop, tasks)
         finally:
-            for task in tasks:
+            running = [*tasks, *filter(None, [self._namespaces_asked])]
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)
             if self.elector:
                 await self.elector.release()
             if server:

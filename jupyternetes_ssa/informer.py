@@ -47,7 +47,12 @@ class Informer:
 
     @property
     def synced(self) -> bool:
-        return len(self._synced) == len(self.scopes) and not self._failing
+        return self.listed and not self._failing
+
+    @property
+    def listed(self) -> bool:
+        """Every scope was listed once: the cache is complete, if perhaps stale while failing."""
+        return len(self._synced) == len(self.scopes)
 
     def failing_for(self) -> float:
         """Seconds since list/watch started failing without a successful list since (0: fine)."""

@@ -64,6 +64,9 @@ SECRET = Resource("v1", "Secret", "secrets")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
 INSTANCE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookInstance", "jupyternotebookinstances")
 TEMPLATE = Resource(f"{GROUP}/{VERSION}", "JupyterNotebookTemplate", "jupyternotebooktemplates")
+ACCESS_REVIEW = Resource(
+    "authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False
+)
 BY_KIND = {r.kind: r for r in (POD, PVC, EVENT, LEASE, INSTANCE, TEMPLATE, SECRET, NAMESPACE)}
 
 
@@ -126,6 +129,20 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
 
 
+def _response_error(resp: httpx.Response) -> ApiError:
+    """An error answer as ApiError. We read error statuses ourselves: kr8s, left to raise, takes
+    any 401 or 403 (an RBAC or Pod Security refusal too) for expired credentials and replaces its
+    HTTP session, which cuts every watch and request in flight on this client."""
+    try:
+        body = resp.json()
+    except (ValueError, httpx.ResponseNotRead):
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    return ApiError(
+        resp.status_code, body.get("reason", ""), body.get("message", resp.reason_phrase), body
+    )
+
+
 def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, kr8s.ServerError) and exc.response is not None:
         resp = exc.response
@@ -172,16 +189,30 @@ class Kube:
                 log.debug("write: %s %s", method, url)
             try:
                 async with self.api.call_api(
-                    method, version=res.api_version, namespace=namespace, url=url, **kwargs
+                    method,
+                    version=res.api_version,
+                    namespace=namespace,
+                    url=url,
+                    raise_for_status=False,
+                    **kwargs,
                 ) as resp:
-                    return resp.json() if resp.content else {}
+                    if not resp.is_error:
+                        return resp.json() if resp.content else {}
+                    err = _response_error(resp)
             except (kr8s.ServerError, httpx.TransportError, kr8s.APITimeoutError) as exc:
                 err = _as_api_error(exc)
-                if not err.retryable or attempt == self.retry.attempts - 1:
-                    raise err from exc
-                log.debug("retrying %s %s after %s", method, url, err)
-                await asyncio.sleep(self.retry.delay(attempt))
+            if err.status == 401 and attempt < self.retry.attempts - 1:
+                await self._reauthenticate()  # an expired token: the only time to re-connect
+                continue
+            if not err.retryable or attempt == self.retry.attempts - 1:
+                raise err
+            log.debug("retrying %s %s after %s", method, url, err)
+            await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable")
+
+    async def _reauthenticate(self) -> None:
+        await self.api.auth.reauthenticate()
+        await self.api._create_session()  # kr8s has no public way to re-read credentials
 
     async def list(
         self,
@@ -335,7 +366,12 @@ class Kube:
                 params=params,
                 stream=True,
                 timeout=timeout,
+                raise_for_status=False,
             ) as resp:
+                if resp.is_error:
+                    await resp.aread()
+                    err = _response_error(resp)
+                    raise WatchExpired(err.message) if err.status == 410 else err
                 async for line in resp.aiter_lines():
                     if not line:
                         continue
@@ -353,6 +389,21 @@ class Kube:
             if err.status == 410:
                 raise WatchExpired(err.message) from exc
             raise err from exc
+
+    async def allowed(self, verb: str, res: Resource) -> bool:
+        """Whether we may `verb` `res` in every namespace (or cluster-scoped). Asked
+        (SelfSubjectAccessReview) rather than tried: kr8s answers a 403 by re-creating its HTTP
+        session, which cuts every watch in flight."""
+        attributes = {"verb": verb, "group": res.group, "resource": res.plural}
+        review = {
+            "apiVersion": ACCESS_REVIEW.api_version,
+            "kind": ACCESS_REVIEW.kind,
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = await self.request(
+            "POST", ACCESS_REVIEW, None, ACCESS_REVIEW.url(), content=json.dumps(review)
+        )
+        return bool(answer.get("status", {}).get("allowed"))
 
     # --- discovery ---------------------------------------------------------------------------
     async def discover(self, group_version: str) -> list[Resource]:

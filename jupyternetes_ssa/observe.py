@@ -7,6 +7,7 @@ continuous mode keeps the same structure current from watches. Nothing here GETs
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -15,9 +16,11 @@ from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.kube import (
     EVENT,
     INSTANCE,
+    NAMESPACE,
     POD,
     PVC,
     TEMPLATE,
+    ApiError,
     Kube,
     Resource,
     UnknownKind,
@@ -25,8 +28,10 @@ from jupyternetes_ssa.kube import (
 )
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.tenancy import uses_selector
 from jupyternetes_ssa.types import Manifest
 
+log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 WARNING_EVENTS = "type=Warning,involvedObject.kind=Pod"
 
@@ -55,6 +60,9 @@ class Observed:
     )
     events: dict[Key, list[Manifest]] = field(default_factory=lambda: defaultdict(list))
     complete: bool = False
+    # Read only while some template grants by namespace selector (tenancy.py).
+    namespaces: dict[Key, Manifest] = field(default_factory=dict)
+    namespaces_known: bool = False
 
     @property
     def pods(self) -> dict[Key, Manifest]:
@@ -63,6 +71,11 @@ class Observed:
     @property
     def pvcs(self) -> dict[Key, Manifest]:
         return self.owned[PVC.kind_key]
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels; None when they were not (or could not be) read."""
+        namespace = self.namespaces.get(("", name)) if self.namespaces_known else None
+        return None if namespace is None else namespace["metadata"].get("labels") or {}
 
     def store_for(self, obj: Manifest) -> dict[Key, Manifest] | None:
         if obj.get("kind") == INSTANCE.kind:
@@ -135,8 +148,9 @@ def event_time(event: Manifest) -> str:
 
 
 def template_scope(settings: Settings) -> tuple[str, ...]:
-    """Namespaces to read templates from; () means cluster-wide."""
-    return settings.template_namespaces or settings.namespaces
+    """Namespaces to read templates from (catalogues included); () means cluster-wide."""
+    scope = settings.template_namespaces or settings.namespaces
+    return tuple(dict.fromkeys(scope + settings.catalog_namespaces)) if scope else ()
 
 
 async def _list_all(
@@ -194,5 +208,21 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
     )
     for event in events:
         seen.add_event(event)
+    if any(uses_selector(t) for t in templates):
+        await _observe_namespaces(kube, seen)
     seen.complete = True
     return seen
+
+
+async def _observe_namespaces(kube: Kube, seen: Observed) -> None:
+    """Namespace labels for selector grants; unreadable ones refuse only those grants."""
+    try:
+        if not await kube.allowed("list", NAMESPACE):  # asked: a 403 costs kr8s its session
+            log.warning("no list on namespaces: instanceNamespaceSelector grants are refused")
+            return
+        listed = await kube.list(NAMESPACE)
+    except ApiError as err:
+        log.warning("cannot read namespaces for instanceNamespaceSelector grants: %s", err)
+        return
+    seen.namespaces = {key_of(o): o for o in listed.items}
+    seen.namespaces_known = True

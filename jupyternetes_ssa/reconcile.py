@@ -32,6 +32,7 @@ from jupyternetes_ssa.status import (
     purge_status,
     views_from_outcomes,
 )
+from jupyternetes_ssa.tenancy import check_grant, template_key
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
 from jupyternetes_ssa.validate import validated_render
 from jupyternetes_ssa.wait import wait_gone
@@ -54,13 +55,13 @@ def instance_ref(instance: Manifest) -> ObjectRef:
 
 
 def resolve_template(observed: Observed, instance: Manifest, settings: Settings) -> Manifest:
-    """The template the instance names, if it exists and the admin allows its namespace."""
+    """The template the instance names, if it exists, the admin allows its namespace and it
+    serves the instance's namespace (tenancy.py)."""
     ns, name = key_of(instance)
-    ref = instance.get("spec", {}).get("template") or {}
-    t_ns, t_name = ref.get("namespace") or ns, ref.get("name", "")
+    t_ns, t_name = template_key(instance)
     subject = f"JupyterNotebookInstance {ns}/{name}"
     if not settings.template_allowed(t_ns):
-        allowed = ", ".join(settings.template_namespaces)
+        allowed = ", ".join(settings.template_namespaces + settings.catalog_namespaces)
         raise TemplateNotAllowed(
             f"templates may only come from namespace(s) {allowed}, not {t_ns!r}",
             subject=subject,
@@ -76,6 +77,13 @@ def resolve_template(observed: Observed, instance: Manifest, settings: Settings)
             path="spec.template",
             fix="create that template, or fix spec.template.name/namespace",
         )
+    check_grant(
+        template,
+        ns,
+        catalog=settings.catalog_namespaces,
+        namespace_labels=observed.namespace_labels(ns),
+        subject=subject,
+    )
     return template
 
 

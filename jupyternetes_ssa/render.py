@@ -22,6 +22,7 @@ from jupyternetes_ssa import GROUP, VERSION, labels, patches
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name
 from jupyternetes_ssa.strategy import item_strategy
+from jupyternetes_ssa.tenancy import template_key
 from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, RenderedItem, Section
 
 INSTANCE_KIND = "JupyterNotebookInstance"
@@ -312,12 +313,13 @@ def _check_other(item: Mapping[str, Any], path: str) -> None:
                 f"{path}.{field}",
                 f"set {field} (e.g. apiVersion: v1, kind: ConfigMap)",
             )
-    for field in ("metadata", "status"):
+    for field in ("metadata", "status", "namespace"):
         if field in item:
             raise _error(
                 f"{field} cannot be set on a template item",
                 f"{path}.{field}",
-                "use the item's name/resourceName, labels and annotations",
+                "objects always go to the instance's namespace; use the item's "
+                "name/resourceName, labels and annotations",
             )
 
 
@@ -576,8 +578,7 @@ def _render(template: Manifest, instance: Manifest, inst: ObjectRef) -> Rendered
 
 def select_template(templates: list[Manifest], instance: Manifest) -> Manifest:
     """The template the instance names; a namespace on the template doc must match too."""
-    want = _get(instance, "spec", "template", "name")
-    namespace = template_namespace({}, instance)
+    namespace, want = template_key(instance)
     candidates = [
         t
         for t in templates

@@ -15,6 +15,7 @@ def _identity() -> str:
 class Settings:
     namespaces: tuple[str, ...] = ()  # instances served; empty = every namespace
     template_namespaces: tuple[str, ...] = ()  # where templates may come from; empty = anywhere
+    catalog_namespaces: tuple[str, ...] = ()  # their templates serve every served namespace
     allow_kinds: tuple[str, ...] = ()  # otherResources kinds templates may create (Kind[.group])
     recreate_pods: bool = False  # every pod item updateStrategy Recreate (strategy.py)
     dry_run: bool = False  # compute and report, write nothing
@@ -34,4 +35,6 @@ class Settings:
     health_host: str = "0.0.0.0"
 
     def template_allowed(self, namespace: str) -> bool:
-        return not self.template_namespaces or namespace in self.template_namespaces
+        """--template-namespace restricts where templates come from; a catalogue is one such."""
+        allowed = self.template_namespaces + self.catalog_namespaces
+        return not self.template_namespaces or namespace in allowed

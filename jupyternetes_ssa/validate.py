@@ -169,8 +169,12 @@ def _check_header(problems: Problems, doc: Manifest, kind: str, namespaced: bool
 def _check_instance_namespaces(problems: Problems, spec: Mapping) -> None:
     """Types only: the semantics belong to the namespace policy."""
     names = spec.get("instanceNamespaces")
-    if names is not None and not (isinstance(names, list) and all(map(is_dns_label, names))):
-        problems.add("spec.instanceNamespaces", "must be a list of namespace names")
+    if names is not None and not (
+        isinstance(names, list) and all(n == "*" or is_dns_label(n) for n in names)
+    ):
+        problems.add(
+            "spec.instanceNamespaces", 'must be a list of namespace names, or ["*"] for every one'
+        )
     selector = spec.get("instanceNamespaceSelector")
     if selector is None:
         return

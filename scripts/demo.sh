@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: a cluster (the embedded local one unless KUBECONFIG is set), our CRDs,
-# the original Jupyternetes example template and instance, and `jupyternetes-ssa reconcile --once`.
+# the original Jupyternetes example template and instance, and `jupyternetes-ssa reconcile --once`
+# with `kadense` as a catalogue namespace (its templates serve every namespace; README, "Tenancy").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +17,9 @@ kubectl create namespace kadense --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -f examples/seed-template.yaml -f examples/seed-instance.yaml
 
 echo "--- first pass: create"
-jupyternetes-ssa reconcile --once
+jupyternetes-ssa reconcile --once --catalog-namespace kadense
 kubectl wait --for=jsonpath='{.status.phase}'=Running pod/8dc366d8a0f05869bfdb6e7eb3d83f65-notebook --timeout=60s
 echo "--- second pass: status follows the pod"
-jupyternetes-ssa reconcile --once
+jupyternetes-ssa reconcile --once --catalog-namespace kadense
 kubectl get jupyternotebookinstances,pods,pvc -n default -o wide
 kubectl get jni 8dc366d8a0f05869bfdb6e7eb3d83f65 -n default -o jsonpath='{.status}{"\n"}'
