@@ -95,6 +95,13 @@ class UnknownKind(ApiError):
         super().__init__(404, "NotFound", message)
 
 
+class CannotConnect(ApiError):
+    """No client at all: the kubeconfig is missing or unusable, or the server did not answer."""
+
+    def __init__(self, message: str):
+        super().__init__(0, "CannotConnect", message)
+
+
 class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): the caller must re-list."""
 
@@ -139,7 +146,11 @@ class Kube:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
-        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        """A client for the kubeconfig (else the in-cluster account); CannotConnect if none."""
+        try:
+            api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        except (OSError, ValueError, KeyError, httpx.HTTPError, kr8s.ServerError) as err:
+            raise CannotConnect(f"{type(err).__name__}: {err}") from err
         api.timeout = httpx.Timeout(30.0)
         return cls(api)
 

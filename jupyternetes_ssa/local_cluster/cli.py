@@ -16,6 +16,7 @@ from .waiting import GiveUp
 app = typer.Typer(
     help="A local Kubernetes control plane (etcd, apiserver, controllers, scheduler, fake node).",
     no_args_is_help=True,
+    add_completion=False,
 )
 StateDir = Annotated[
     Path | None,
