@@ -4,8 +4,9 @@ The image cannot be built here (no Docker engine), so the Dockerfile is parsed a
 checked (multi-stage, wheel built in the first stage, venv in the second, numeric non-root USER,
 the console script as ENTRYPOINT, no Go toolchain), and its install steps are repeated on this
 machine: the build stage's COPYs into a fresh context, `pip wheel` there, the wheel into a fresh
-virtualenv, and `jupyternetes-ssa --version` / `crds` from that virtualenv (which proves the wheel
-carries crds/). Offline: the wheel's dependencies come from the running environment, not PyPI.
+virtualenv, the final stage's removal of the local cluster, and `jupyternetes-ssa --version` /
+`crds` from that virtualenv (which proves the wheel carries crds/ and the reconciler needs nothing
+of the local cluster). Offline: the wheel's dependencies come from the running environment.
 
 The manifests: copies equal their originals, the ClusterRole and the Role grant exactly the
 rights the reconciler uses, the workloads are hardened as documented, and every container's
@@ -170,7 +171,7 @@ def test_the_dockerfile_install_steps_give_a_working_command(dockerfile, tmp_pat
     assert _hatchling_available(), (
         "building the wheel offline needs hatchling in this environment: pip install hatchling"
     )
-    _, (build, _) = dockerfile
+    _, (build, final) = dockerfile
     context = tmp_path / "context"
     context.mkdir()
     for sources, dest in copies(build):
@@ -218,8 +219,24 @@ def test_the_dockerfile_install_steps_give_a_working_command(dockerfile, tmp_pat
     run(python, "-m", "pip", "check")
 
     where = run(python, "-c", "import jupyternetes_ssa; print(jupyternetes_ssa.__file__)")
-    assert Path(where.stdout.strip()).is_relative_to(venv), "imported from the checkout"
+    package = Path(where.stdout.strip()).parent
+    assert package.is_relative_to(venv), "imported from the checkout"
+    assert (package / "local_cluster").is_dir(), "the wheel carries the local cluster"
+    # The final stage's RUN that removes the local cluster, as written, on this venv.
+    (strip,) = [r for r in final.all("RUN") if "local_cluster" in r]
+    run("sh", "-c", strip.replace("/opt/venv", str(venv)))
+    left = sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
+    assert not [p for p in left if p.startswith(("local_cluster", "tools"))], left
+    assert "kube.py" in left and "crds/jupyternotebookinstance.yaml" in left, left
     command = venv / "bin" / "jupyternetes-ssa"  # what ENTRYPOINT runs (/opt/venv/bin/...)
+    missing = subprocess.run(
+        [command, "local-cluster", "up"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1, missing
+    assert missing.stderr.startswith("error: the local cluster is not part of this installation")
+    assert "Traceback" not in missing.stderr, missing.stderr
+    loaded = run(python, "-X", "importtime", "-c", "import jupyternetes_ssa.cli").stderr
+    assert "local_cluster" not in loaded and "cryptography" not in loaded
     assert run(command, "--version").stdout.strip() == __version__
     printed = run(command, "crds").stdout
     names = {d["metadata"]["name"] for d in yaml.safe_load_all(printed) if d}
