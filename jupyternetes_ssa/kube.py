@@ -398,3 +398,46 @@ class Kube:
                 f"{problem} {kind} served in {where}" + ("; name it as Kind.group" if found else "")
             )
         return found[0]
+
+    # --- by URL path -------------------------------------------------------------------------
+    # The local cluster (its start-up and node agent), the test fixtures and the benchmarks
+    # address the API by path (`/api/v1/nodes/x`, `/readyz/etcd`) rather than by kind: the same
+    # client, retries and error types as every verb above.
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        ignore: tuple[int, ...] = (),
+    ) -> dict | None:
+        """One request to an absolute API path; None when its status is one of `ignore`."""
+        base, _, name = path.rpartition("/")
+        if not base:
+            raise ValueError(f"{path}: give a path below the root, e.g. /readyz/etcd")
+        try:
+            return await self.request(
+                method,
+                ROOT,
+                None,
+                name,
+                base=base,
+                params=params,
+                content=None if body is None else json.dumps(body),
+                headers={"Content-Type": content_type},
+            )
+        except ApiError as err:
+            if err.status in ignore:
+                return None
+            raise
+
+    async def close(self) -> None:
+        """Close this client's connections: for a loop that ends (the local cluster's start-up)."""
+        session = getattr(self.api, "_session", None)  # kr8s 0.20 offers no close of its own
+        if session is not None:
+            await session.aclose()
+
+
+ROOT = Resource("", "", "")  # `call`'s paths carry their own apiVersion

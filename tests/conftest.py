@@ -43,7 +43,7 @@ if importlib.util.find_spec("jupyternetes_ssa") is None:  # a checkout that is n
 import kr8s.asyncio  # noqa: E402
 
 from jupyternetes_ssa import local_cluster  # noqa: E402
-from jupyternetes_ssa.local_cluster.kube import request  # noqa: E402
+from jupyternetes_ssa.kube import Kube  # noqa: E402
 
 BACKENDS = ("local", "kind", "existing")
 ENV_VAR = "JUPYTERNETES_TEST_CLUSTER"
@@ -58,6 +58,11 @@ class Cluster:
     backend: str
     bin_dir: Path | None = None
     local: local_cluster.LocalCluster | None = None
+
+    @property
+    def kube(self) -> Kube:
+        """The package's client (its one door to the apiserver) over ``api``."""
+        return Kube(self.api)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,15 +143,16 @@ async def namespace(cluster: Cluster) -> AsyncIterator[str]:
         "kind": "Namespace",
         "metadata": {"name": name, "labels": {"jupyternetes-ssa/test": "true"}},
     }
-    await request(cluster.api, "POST", "/api/v1/namespaces", body=body)
+    kube = cluster.kube
+    await kube.call("POST", "/api/v1/namespaces", body=body)
     account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
     await local_cluster.wait_for(
-        lambda: request(cluster.api, "GET", account, ignore=(404,)),
+        lambda: kube.call("GET", account, ignore=(404,)),
         timeout=60,
         message=f"ServiceAccount {name}/default",
     )
     yield name
-    await request(cluster.api, "DELETE", f"/api/v1/namespaces/{name}", ignore=(404,))
+    await kube.call("DELETE", f"/api/v1/namespaces/{name}", ignore=(404,))
 
 
 @pytest.fixture

@@ -44,6 +44,11 @@ class LocalCluster:
     started_at: float = 0.0
     reaper: procs.Proc | None = None  # takes the cluster down when its owner process exits
 
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log: one JSON event per request (user, verb, resource, code)."""
+        return self.state_dir / "audit.log"
+
     def running(self) -> bool:
         """True when every component process is alive."""
         return bool(self.processes) and all(procs.alive(p) for p in self.processes)
