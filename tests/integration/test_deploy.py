@@ -241,6 +241,17 @@ async def whoami(kube: Kube) -> str:
     return answer["status"]["userInfo"]["username"]
 
 
+def used_only_granted(cluster, identity: Path, rbac: list[dict]) -> None:
+    """Every request made with the token in `identity` was allowed by the Roles among `rbac`
+    (read from the local cluster's audit log; kind and existing clusters keep theirs)."""
+    if cluster.local is None:
+        return
+    used = rbac_audit.uses(cluster.local.audit_log, rbac_audit.credential(identity))
+    assert used, "the audit log shows no request made with the reconciler's token"
+    missing = rbac_audit.not_granted(used, rbac_audit.rules(rbac))
+    assert not missing, f"the reconciler used rights its Roles lack: {missing}"
+
+
 async def refused(action) -> ApiError:
     with pytest.raises(ApiError) as caught:
         await action
@@ -300,7 +311,8 @@ async def test_the_cronjobs_job_converges_an_instance_with_only_its_own_role(
 ):
     docs = await build(kubectl, "namespaced/cronjob", tmp_path, namespace)
     assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "CronJob"}
-    installed = await kubectl_apply(cluster, kubectl, [d for d in docs if d["kind"] in RBAC_KINDS])
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    installed = await kubectl_apply(cluster, kubectl, rbac)
     assert installed.returncode == 0, installed.stderr
     job = one(docs, "CronJob")["spec"]["jobTemplate"]["spec"]
     pod = job["template"]["spec"]
@@ -340,6 +352,7 @@ async def test_the_cronjobs_job_converges_an_instance_with_only_its_own_role(
     assert status["pods"]["notebook"]["resourceName"] == "jovyan-notebook"
     assert status["pvcs"]["workspace"]["resourceName"] == "jovyan-workspace"
     assert {c["type"] for c in status["conditions"]} >= {"Ready", "Progressing", "Degraded"}
+    used_only_granted(cluster, identity, rbac)
 
 
 # --- 3. continuous mode: enough rights, and no more ----------------------------------------------
@@ -392,7 +405,11 @@ async def test_continuous_mode_converges_and_leads_with_its_cluster_role_and_no_
             proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             await _converges_and_leads(kube, namespace, pod_name, port, log)
-            await _refuses_what_it_does_not_need(identity, namespace)
+            # The same account with another token: the audit log tells these probes apart.
+            probe = tmp_path / "probe.kubeconfig"
+            account = pod["serviceAccountName"]
+            await account_kubeconfig(cluster, namespace, account, probe)
+            await _refuses_what_it_does_not_need(probe, namespace)
         finally:
             proc.send_signal(signal.SIGTERM)  # what the kubelet sends at a rollout or drain
             try:
@@ -402,6 +419,7 @@ async def test_continuous_mode_converges_and_leads_with_its_cluster_role_and_no_
                 raise
         assert code == 0, log.read_text()[-3000:]
         assert await _holder(kube, namespace, "jupyternetes-ssa") == "", "lease handed back"
+        used_only_granted(cluster, identity, rbac)
     finally:
         await delete_cluster_scoped(cluster, kubectl, rbac)
 

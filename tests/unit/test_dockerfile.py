@@ -9,8 +9,8 @@ virtualenv, the final stage's removal of the local cluster, and `jupyternetes-ss
 of the local cluster). Offline: the wheel's dependencies come from the running environment.
 
 The manifests: copies equal their originals, the ClusterRole and the Role grant the same rights
-(which ones, the integration suite proves by use), the workloads are hardened as documented, and every container's
-arguments parse with the real command line.
+(which ones, the integration suite proves by use), the workloads are hardened as documented, and
+every container's arguments parse with the real command line.
 """
 
 from __future__ import annotations
