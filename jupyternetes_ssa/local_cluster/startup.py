@@ -16,20 +16,12 @@ from typing import Any
 from jupyternetes_ssa.kube import Kube
 
 from . import procs
-from .cluster import (
-    MARKER,
-    SERVICE_CIDR,
-    LocalCluster,
-    Pki,
-    child_env,
-    free_ports,
-    make_pki,
-    say,
-)
+from .cluster import MARKER, SERVICE_CIDR, LocalCluster, child_env, free_ports, say
 from .crds import FIELD_MANAGER as MANAGER
 from .crds import all_established, apply_crds
 from .kube import apply, request
 from .paths import kube_version
+from .pki import Pki, make_pki
 from .provisioner import PROVISIONER
 from .waiting import GiveUp, wait_for, wait_until
 
