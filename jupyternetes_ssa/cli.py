@@ -189,15 +189,19 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
         kube = await _connect(kubeconfig, context)
         return await reconcile_once(kube, settings, prune_only=prune_only)
     except CannotConnect as err:  # no kubeconfig, unreachable server
-        where = kubeconfig or "the default kubeconfig or in-cluster service account"
-        fail(
-            f"could not connect to the cluster with {where} ({err}); "
-            "check --kubeconfig/KUBECONFIG and --context. Nothing was changed"
-        )
+        _cannot_connect(kubeconfig, err)
     except ApiError as err:
         fail(f"could not read the cluster, nothing was changed: {err}")
     except JupyternetesError as err:
         fail(str(err), 2)
+
+
+def _cannot_connect(kubeconfig: str | None, err: Exception) -> None:
+    where = kubeconfig or "the default kubeconfig or in-cluster service account"
+    fail(
+        f"could not connect to the cluster with {where} ({err}); "
+        "check --kubeconfig/KUBECONFIG and --context. Nothing was changed"
+    )
 
 
 def _pass_and_report(
@@ -278,8 +282,13 @@ def reconcile(
         summary = _pass_and_report(kubeconfig, context, settings, output)
         raise typer.Exit(0 if summary.ok else 1)
     from jupyternetes_ssa.controller import run_controller
+    from jupyternetes_ssa.kube import CannotConnect
 
-    raise typer.Exit(_run(run_controller(kubeconfig, context, settings)))
+    try:
+        code = _run(run_controller(kubeconfig, context, settings))
+    except CannotConnect as err:
+        _cannot_connect(kubeconfig, err)
+    raise typer.Exit(code)
 
 
 @app.command()
