@@ -37,7 +37,7 @@ def local_cluster(ctx: typer.Context) -> None:
             f"the local cluster is not part of this installation ({err}); the reconciler's "
             "container image leaves it out: pip install jupyternetes-ssa to use it"
         )
-    local_cluster_app(args=ctx.args, prog_name="jupyternetes-ssa local-cluster")
+    local_cluster_app(args=ctx.args, prog_name=ctx.command_path)
 
 
 class Output(StrEnum):
