@@ -18,8 +18,9 @@ start a cluster, and they are marked ``integration`` automatically, so ``tests/u
 
 Fixtures: ``cluster`` (session) with ``.kubeconfig``, ``.api`` (kr8s), ``.kube`` (the package's
 client over it: every request goes through ``jupyternetes_ssa.kube``), ``.backend``, ``.bin_dir``,
-``.local`` (with ``.audit_log``); ``namespace`` (a fresh ``t-xxxxxxxx`` namespace, deleted afterwards);
-``sa_kubeconfig`` (factory: rules -> kubeconfig of a ServiceAccount with only those rules).
+``.local`` (with ``.audit_log``); ``namespace`` (a fresh ``t-xxxxxxxx`` namespace, deleted
+afterwards); ``sa_kubeconfig`` (factory: rules -> kubeconfig of a ServiceAccount with only those
+rules).
 Wait on conditions with ``jupyternetes_ssa.local_cluster.wait_for``, never with bare sleeps.
 """
 

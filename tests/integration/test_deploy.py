@@ -757,6 +757,7 @@ async def test_the_other_resources_overlay_grants_what_its_allow_kinds_need(
         assert done.returncode == 0, done.stdout + done.stderr
         (entry,) = json.loads(done.stdout)["instances"]
         assert entry["actions"] == {"created": 5}, entry
+        used_only_granted(cluster, identity, rbac)
     finally:
         await delete_cluster_scoped(cluster, kubectl, rbac)
 
@@ -863,3 +864,81 @@ async def test_the_namespaced_role_grants_exactly_what_the_reconciler_uses(
         "examples/deploy/rbac/ grants rights the reconciler never used: "
         f"{rbac_audit.never_used(granted, used, UNEXERCISED)}; used: {sorted(map(str, used))}"
     )
+
+
+def test_the_audit_reading_tells_credentials_apart_and_matches_rules_exactly(tmp_path: Path):
+    """The comparison itself, on a hand-written log: other tokens, non-resource URLs and another
+    account's requests do not count; an apply that created counts as create; a 403 is a use;
+    resourceNames and subresources are matched exactly."""
+    claims = base64.urlsafe_b64encode(json.dumps({"jti": "abc"}).encode()).decode().rstrip("=")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({"users": [{"user": {"token": f"h.{claims}.s"}}]}))
+    mine = rbac_audit.credential(kubeconfig)
+    assert mine == "JTI=abc"
+
+    def event(verb, ref, code=200, credential=mine):
+        user = {"username": "u", "extra": {rbac_audit.CREDENTIAL: [credential]}}
+        return {"verb": verb, "objectRef": ref, "user": user, "responseStatus": {"code": code}}
+
+    pods = {"resource": "pods", "namespace": "n", "apiVersion": "v1"}
+    lease = {"resource": "leases", "apiGroup": "coordination.k8s.io", "name": "other"}
+    status = {"resource": "things", "apiGroup": "x.io", "subresource": "status", "name": "t"}
+    log = tmp_path / "audit.log"
+    log.write_text(
+        "\n".join(
+            json.dumps(e)
+            for e in (
+                event("list", pods),
+                event("patch", {**pods, "name": "p"}, code=201),  # an apply that created
+                event("get", lease, code=403),
+                event("patch", status),
+                event("get", None),  # /version: no objectRef
+                event("delete", {**pods, "name": "p"}, credential="JTI=someone-else"),
+            )
+        )
+        + "\n"
+    )
+    used = rbac_audit.uses(log, mine)
+    assert sorted(map(str, used)) == [
+        "create pods p",
+        "get leases.coordination.k8s.io other",
+        "list pods",
+        "patch pods p",
+        "patch things/status.x.io t",
+    ]
+    granted = rbac_audit.rules(
+        [
+            {
+                "kind": "Role",
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["pods"],
+                        "verbs": ["list", "patch", "create"],
+                    },
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
+                    {
+                        "apiGroups": ["coordination.k8s.io"],
+                        "resources": ["leases"],
+                        "resourceNames": ["mine"],
+                        "verbs": ["get"],
+                    },
+                    {"apiGroups": ["x.io"], "resources": ["things"], "verbs": ["patch"]},
+                ],
+            },
+            {"kind": "RoleBinding"},
+        ]
+    )
+    assert rbac_audit.not_granted(used, granted) == [
+        "get leases.coordination.k8s.io other",  # another name than resourceNames allows
+        "patch things/status.x.io t",  # the object, not its status subresource, was granted
+    ]
+    assert rbac_audit.never_used(granted, used, {}) == [
+        "delete pods",
+        "get leases.coordination.k8s.io (resourceNames mine)",
+        "patch things.x.io",
+    ]
+    assert rbac_audit.never_used(granted, used, {("", "pods", "delete"): "why"}) == [
+        "get leases.coordination.k8s.io (resourceNames mine)",
+        "patch things.x.io",
+    ]
