@@ -401,8 +401,8 @@ class Kube:
 
     # --- by URL path -------------------------------------------------------------------------
     # The local cluster (its start-up and node agent), the test fixtures and the benchmarks
-    # address the API by path (`/api/v1/nodes/x`, `/readyz/etcd`) rather than by kind: the same
-    # client, retries and error types as every verb above.
+    # address the API by path (`/api/v1/nodes/x`) rather than by kind: the same client, retries
+    # and error types as every verb above.
     async def call(
         self,
         method: str,
@@ -413,10 +413,10 @@ class Kube:
         content_type: str = "application/json",
         ignore: tuple[int, ...] = (),
     ) -> dict | None:
-        """One request to an absolute API path; None when its status is one of `ignore`."""
+        """One request to an absolute API path, JSON back; None if its status is in `ignore`."""
         base, _, name = path.rpartition("/")
         if not base:
-            raise ValueError(f"{path}: give a path below the root, e.g. /readyz/etcd")
+            raise ValueError(f"{path}: give a path below the root, e.g. /api/v1/namespaces")
         try:
             return await self.request(
                 method,
