@@ -306,10 +306,9 @@ async def _configure(cluster: LocalCluster, kube: Kube, deadline: float) -> None
 
 
 async def _node_ready(kube: Kube, path: str) -> bool:
-    conditions = ((await request(kube, "GET", path, ignore=(404,))) or {}).get("status", {})
-    return any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions.get("conditions") or []
-    )
+    node = await request(kube, "GET", path, ignore=(404,)) or {}
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _storage_class() -> dict[str, Any]:
