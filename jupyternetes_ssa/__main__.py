@@ -1,3 +1,5 @@
+"""`python -m jupyternetes_ssa`: the `jupyternetes-ssa` command."""
+
 from jupyternetes_ssa.cli import main
 
 main()

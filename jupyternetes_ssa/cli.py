@@ -8,23 +8,36 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 import yaml
 
 from jupyternetes_ssa import __version__
 from jupyternetes_ssa.errors import JupyternetesError
-from jupyternetes_ssa.local_cluster.cli import app as local_cluster_app
 from jupyternetes_ssa.settings import Settings
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
 )
-app.add_typer(
-    local_cluster_app,
-    name="local-cluster",
-    help="A real Kubernetes control plane on this machine, as plain processes.",
+
+
+@app.command(
+    "local-cluster",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
 )
+def local_cluster(ctx: typer.Context) -> None:
+    """A real Kubernetes control plane on this machine, as plain processes (up, down, env, status).
+
+    Imported only when this command runs: the reconciler never loads it, and its image lacks it.
+    """
+    try:
+        from jupyternetes_ssa.local_cluster.cli import app as local_cluster_app
+    except ImportError as err:
+        fail(
+            f"the local cluster is not part of this installation ({err}); the reconciler's "
+            "container image leaves it out: pip install jupyternetes-ssa to use it"
+        )
+    local_cluster_app(args=ctx.args, prog_name=ctx.command_path)
 
 
 class Output(StrEnum):
@@ -211,22 +224,26 @@ async def _connect(kubeconfig: str | None, context: str | None):
 
 
 async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = False):
-    from jupyternetes_ssa.kube import ApiError
+    from jupyternetes_ssa.kube import ApiError, CannotConnect
     from jupyternetes_ssa.reconcile import reconcile_once
 
     try:
         kube = await _connect(kubeconfig, context)
         return await reconcile_once(kube, settings, prune_only=prune_only)
+    except CannotConnect as err:  # no kubeconfig, unreachable server
+        _cannot_connect(kubeconfig, err)
     except ApiError as err:
         fail(f"could not read the cluster, nothing was changed: {err}")
     except JupyternetesError as err:
         fail(str(err), 2)
-    except (OSError, ValueError, httpx.HTTPError) as err:  # no kubeconfig, unreachable server
-        where = kubeconfig or "the default kubeconfig or in-cluster service account"
-        fail(
-            f"could not connect to the cluster with {where} ({type(err).__name__}: {err}); "
-            "check --kubeconfig/KUBECONFIG and --context. Nothing was changed"
-        )
+
+
+def _cannot_connect(kubeconfig: str | None, err: Exception) -> None:
+    where = kubeconfig or "the default kubeconfig or in-cluster service account"
+    fail(
+        f"could not connect to the cluster with {where} ({err}); "
+        "check --kubeconfig/KUBECONFIG and --context. Nothing was changed"
+    )
 
 
 def _pass_and_report(
@@ -309,8 +326,13 @@ def reconcile(
         summary = _pass_and_report(kubeconfig, context, settings, output)
         raise typer.Exit(0 if summary.ok else 1)
     from jupyternetes_ssa.controller import run_controller
+    from jupyternetes_ssa.kube import CannotConnect
 
-    raise typer.Exit(_run(run_controller(kubeconfig, context, settings)))
+    try:
+        code = _run(run_controller(kubeconfig, context, settings))
+    except CannotConnect as err:
+        _cannot_connect(kubeconfig, err)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -248,7 +248,7 @@ class Controller:
         candidates = [
             cand
             for cand in plan_prune(self.observed, self.wanted, objects)
-            if cand.orphan_of is None or await self._really_gone(cand.orphan_of)
+            if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand.orphan_of)
         ]
         for cand in await prune(self.kube, candidates, dry_run=self.s.dry_run):
             log.info("pruned %s: %s", cand.ref, cand.reason)

@@ -109,6 +109,13 @@ class UnknownKind(ApiError):
         super().__init__(404, "NotFound", message)
 
 
+class CannotConnect(ApiError):
+    """No client at all: the kubeconfig is missing or unusable, or the server did not answer."""
+
+    def __init__(self, message: str):
+        super().__init__(0, "CannotConnect", message)
+
+
 class WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): the caller must re-list."""
 
@@ -174,7 +181,11 @@ class Kube:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
-        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        """A client for the kubeconfig (else the in-cluster account); CannotConnect if none."""
+        try:
+            api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        except (OSError, ValueError, KeyError, httpx.HTTPError, kr8s.ServerError) as err:
+            raise CannotConnect(f"{type(err).__name__}: {err}") from err
         api.timeout = httpx.Timeout(30.0)
         return cls(api)
 
@@ -460,3 +471,46 @@ class Kube:
                 f"{problem} {kind} served in {where}" + ("; name it as Kind.group" if found else "")
             )
         return found[0]
+
+    # --- by URL path -------------------------------------------------------------------------
+    # The local cluster (its start-up and node agent), the test fixtures and the benchmarks
+    # address the API by path (`/api/v1/nodes/x`) rather than by kind: the same client, retries
+    # and error types as every verb above.
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        ignore: tuple[int, ...] = (),
+    ) -> dict | None:
+        """One request to an absolute API path, JSON back; None if its status is in `ignore`."""
+        base, _, name = path.rpartition("/")
+        if not base:
+            raise ValueError(f"{path}: give a path below the root, e.g. /api/v1/namespaces")
+        try:
+            return await self.request(
+                method,
+                ROOT,
+                None,
+                name,
+                base=base,
+                params=params,
+                content=None if body is None else json.dumps(body),
+                headers={"Content-Type": content_type},
+            )
+        except ApiError as err:
+            if err.status in ignore:
+                return None
+            raise
+
+    async def close(self) -> None:
+        """Close this client's connections: for a loop that ends (the local cluster's start-up)."""
+        session = getattr(self.api, "_session", None)  # kr8s 0.20 offers no close of its own
+        if session is not None:
+            await session.aclose()
+
+
+ROOT = Resource("", "", "")  # `call`'s paths carry their own apiVersion

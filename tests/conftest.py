@@ -16,9 +16,11 @@ Choose the cluster with ``pytest --cluster-backend=NAME`` or ``JUPYTERNETES_TEST
 The ``cluster`` fixture is lazy: only tests that request it (directly or through ``namespace``)
 start a cluster, and they are marked ``integration`` automatically, so ``tests/unit`` never does.
 
-Fixtures: ``cluster`` (session) with ``.kubeconfig``, ``.api``, ``.backend``, ``.bin_dir``,
-``.local``; ``namespace`` (a fresh ``t-xxxxxxxx`` namespace, deleted afterwards);
-``sa_kubeconfig`` (factory: rules -> kubeconfig of a ServiceAccount with only those rules).
+Fixtures: ``cluster`` (session) with ``.kubeconfig``, ``.api`` (kr8s), ``.kube`` (the package's
+client over it: every request goes through ``jupyternetes_ssa.kube``), ``.backend``, ``.bin_dir``,
+``.local`` (with ``.audit_log``); ``namespace`` (a fresh ``t-xxxxxxxx`` namespace, deleted
+afterwards); ``sa_kubeconfig`` (factory: rules -> kubeconfig of a ServiceAccount with only those
+rules).
 Wait on conditions with ``jupyternetes_ssa.local_cluster.wait_for``, never with bare sleeps.
 """
 
@@ -43,7 +45,7 @@ if importlib.util.find_spec("jupyternetes_ssa") is None:  # a checkout that is n
 import kr8s.asyncio  # noqa: E402
 
 from jupyternetes_ssa import local_cluster  # noqa: E402
-from jupyternetes_ssa.local_cluster.kube import request  # noqa: E402
+from jupyternetes_ssa.kube import Kube  # noqa: E402
 
 BACKENDS = ("local", "kind", "existing")
 ENV_VAR = "JUPYTERNETES_TEST_CLUSTER"
@@ -58,6 +60,11 @@ class Cluster:
     backend: str
     bin_dir: Path | None = None
     local: local_cluster.LocalCluster | None = None
+
+    @property
+    def kube(self) -> Kube:
+        """The package's client (its one door to the apiserver) over ``api``."""
+        return Kube(self.api)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,15 +145,16 @@ async def namespace(cluster: Cluster) -> AsyncIterator[str]:
         "kind": "Namespace",
         "metadata": {"name": name, "labels": {"jupyternetes-ssa/test": "true"}},
     }
-    await request(cluster.api, "POST", "/api/v1/namespaces", body=body)
+    kube = cluster.kube
+    await kube.call("POST", "/api/v1/namespaces", body=body)
     account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
     await local_cluster.wait_for(
-        lambda: request(cluster.api, "GET", account, ignore=(404,)),
+        lambda: kube.call("GET", account, ignore=(404,)),
         timeout=60,
         message=f"ServiceAccount {name}/default",
     )
     yield name
-    await request(cluster.api, "DELETE", f"/api/v1/namespaces/{name}", ignore=(404,))
+    await kube.call("DELETE", f"/api/v1/namespaces/{name}", ignore=(404,))
 
 
 @pytest.fixture

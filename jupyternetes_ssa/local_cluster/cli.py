@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from jupyternetes_ssa.kube import ApiError
+
 from . import cluster as lc
 from .procs import alive
 from .waiting import GiveUp
@@ -16,6 +18,7 @@ from .waiting import GiveUp
 app = typer.Typer(
     help="A local Kubernetes control plane (etcd, apiserver, controllers, scheduler, fake node).",
     no_args_is_help=True,
+    add_completion=False,
 )
 StateDir = Annotated[
     Path | None,
@@ -40,7 +43,7 @@ def up(
     """Build missing binaries, start the cluster and wait until it is ready (no-op if running)."""
     try:
         cluster = lc.up(state_dir, bin_dir=bin_dir, timeout=timeout)
-    except (GiveUp, TimeoutError, RuntimeError, FileNotFoundError) as error:
+    except (GiveUp, TimeoutError, RuntimeError, FileNotFoundError, ApiError) as error:
         typer.echo(f"local-cluster: up failed: {error}", err=True)
         raise typer.Exit(1) from error
     typer.echo(f"apiserver:  {cluster.apiserver_url}")

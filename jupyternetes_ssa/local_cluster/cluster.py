@@ -23,7 +23,6 @@ from typing import Any
 from . import procs
 from .build import ensure_binaries
 from .paths import PACKAGE_DIR, default_state_dir, kube_version
-from .pki import KeyPair, cert_user, issue, make_ca, make_service_account_key, write_kubeconfig
 
 DEFAULT_NODE = "local-node-1"
 STATE_FILE = "state.json"
@@ -43,6 +42,11 @@ class LocalCluster:
     processes: list[procs.Proc] = field(default_factory=list)
     started_at: float = 0.0
     reaper: procs.Proc | None = None  # takes the cluster down when its owner process exits
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log: one JSON event per request (user, verb, resource, code)."""
+        return self.state_dir / "audit.log"
 
     def running(self) -> bool:
         """True when every component process is alive."""
@@ -173,51 +177,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-@dataclass(frozen=True)
-class Pki:
-    """Every credential the components need, as files under <state>/pki."""
-
-    ca: KeyPair
-    apiserver: KeyPair
-    front_proxy_ca: KeyPair
-    front_proxy_client: KeyPair
-    sa_key: Path
-    admin_kubeconfig: Path
-    controller_manager_kubeconfig: Path
-    scheduler_kubeconfig: Path
-    node_kubeconfig: Path
-
-
-def make_pki(state_dir: Path, server: str, node_name: str) -> Pki:
-    """A fresh CA, serving cert, SA key, and one client-cert kubeconfig per identity."""
-    pki = state_dir / "pki"
-    pki.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ca = make_ca(pki)
-
-    def kubeconfig(stem: str, cn: str, orgs: tuple[str, ...] = ()) -> Path:
-        pair = issue(ca, pki, stem, cn, orgs)
-        return write_kubeconfig(pki / f"{stem}.kubeconfig", server, ca.cert, cert_user(pair))
-
-    admin = kubeconfig("admin", "local-cluster-admin", ("system:masters",))
-    front_proxy_ca = make_ca(pki, "front-proxy-ca")
-    return Pki(
-        ca=ca,
-        apiserver=issue(ca, pki, "apiserver", "kube-apiserver", server=True),
-        # The aggregation layer's CA: without it every component logs, forever, that the
-        # extension-apiserver-authentication ConfigMap lacks requestheader-client-ca-file.
-        front_proxy_ca=front_proxy_ca,
-        front_proxy_client=issue(front_proxy_ca, pki, "front-proxy-client", "front-proxy-client"),
-        sa_key=make_service_account_key(pki),
-        admin_kubeconfig=shutil.copy(admin, state_dir / "kubeconfig"),
-        # In system:masters because it runs every controller under this one identity.
-        controller_manager_kubeconfig=kubeconfig(
-            "controller-manager", "system:kube-controller-manager", ("system:masters",)
-        ),
-        scheduler_kubeconfig=kubeconfig("scheduler", "system:kube-scheduler"),
-        node_kubeconfig=kubeconfig("node", f"system:node:{node_name}", ("system:nodes",)),
-    )
 
 
 def child_env() -> dict[str, str]:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from jupyternetes_ssa.crds import crd_manifests as load_crds
+from jupyternetes_ssa.kube import Kube
+
+from .kube import apply, request
+from .waiting import wait_for
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-APPLY_HEADERS = {"Content-Type": "application/apply-patch+yaml"}
 FIELD_MANAGER = "jupyternetes-ssa-local-cluster"
-
-
-def apply_requests(crds: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    """(url, JSON body) of the server-side apply PATCH for each CRD."""
-    for crd in crds:
-        yield f"{CRD_PATH}/{crd['metadata']['name']}", json.dumps(crd)
-
-
-def apply_params() -> dict[str, str]:
-    return {"fieldManager": FIELD_MANAGER, "force": "true"}
 
 
 def is_established(crd: dict[str, Any]) -> bool:
@@ -29,30 +20,26 @@ def is_established(crd: dict[str, Any]) -> bool:
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
-async def install_crds(api: Any, timeout: float = 60.0) -> list[str]:
-    """Apply our CRDs through a kr8s async ``Api`` and wait until each is Established."""
-    from .waiting import wait_for
-
+async def apply_crds(api: Kube | Any) -> list[str]:
+    """Server-side apply each of our CRDs; their names."""
     names = []
-    for url, body in apply_requests(load_crds()):
-        base, name = url.rsplit("/", 1)
-        async with api.call_api(
-            "PATCH",
-            base=base,
-            version="",
-            url=name,
-            content=body,
-            headers=APPLY_HEADERS,
-            params=apply_params(),
-        ):
-            names.append(name)
+    for crd in load_crds():
+        name = crd["metadata"]["name"]
+        await apply(api, f"{CRD_PATH}/{name}", crd, FIELD_MANAGER)
+        names.append(name)
+    return names
 
-    async def established() -> bool:
-        for name in names:
-            async with api.call_api("GET", base=CRD_PATH, version="", url=name) as resp:
-                if not is_established(resp.json()):
-                    return False
-        return True
 
-    await wait_for(established, timeout=timeout, message="CRDs Established")
+async def all_established(api: Kube | Any, names: list[str]) -> bool:
+    for name in names:
+        crd = await request(api, "GET", f"{CRD_PATH}/{name}")
+        if not is_established(crd or {}):
+            return False
+    return True
+
+
+async def install_crds(api: Kube | Any, timeout: float = 60.0) -> list[str]:
+    """Apply our CRDs (through a `Kube` or a kr8s async ``Api``) and wait until each serves."""
+    names = await apply_crds(api)
+    await wait_for(lambda: all_established(api, names), timeout=timeout, message="CRDs Established")
     return names

@@ -1,30 +1,24 @@
-"""Small async helpers over a kr8s ``Api``: raw requests and a self-healing list+watch loop.
+"""The local cluster's calls by path, through the package's one door (`jupyternetes_ssa.kube`).
 
-kr8s's own watch ends silently when the server closes the stream and retries a 410 with the
-same stale resourceVersion, so the node agent uses this loop instead: list, watch from the list's
-resourceVersion, re-watch when a stream ends, re-list on 410 Gone or any error (with backoff).
+Requests, server-side apply and a self-healing list+watch loop for the node agent: list, watch
+from the list's resourceVersion, re-watch when a stream ends, re-list on 410 Gone or any error
+(with backoff). Errors are the door's: `ApiError` (with `.status`) and `WatchExpired`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-from kr8s import ServerError
+from jupyternetes_ssa.kube import ApiError, Kube, Resource, WatchExpired
 
 log = logging.getLogger(__name__)
 Object = dict[str, Any]
 EventHandler = Callable[[str, Object], Awaitable[None]]
 ListHandler = Callable[[list[Object]], Awaitable[None]]
-
-
-class Gone(Exception):
-    """The watch's resourceVersion is too old: the caller must list again."""
 
 
 def now() -> str:
@@ -37,14 +31,18 @@ def micro_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def door(api: Kube | Any) -> Kube:
+    """The package's client for ``api`` (a `Kube`, or a kr8s async ``Api`` to wrap)."""
+    return api if isinstance(api, Kube) else Kube(api)
+
+
 def status_code(error: BaseException) -> int | None:
-    """The HTTP status of a kr8s ServerError, if it carries one."""
-    response = getattr(error, "response", None)
-    return response.status_code if response is not None else None
+    """The HTTP status of a failed request (None: not an answer of the apiserver)."""
+    return (error.status or None) if isinstance(error, ApiError) else None
 
 
 async def request(
-    api: Any,
+    api: Kube | Any,
     method: str,
     path: str,
     *,
@@ -54,25 +52,12 @@ async def request(
     ignore: tuple[int, ...] = (),
 ) -> Object | None:
     """Send one request to ``path`` (e.g. /api/v1/nodes/x); None if its status is in ``ignore``."""
-    base, name = path.rsplit("/", 1)
-    try:
-        async with api.call_api(
-            method,
-            base=base,
-            version="",
-            url=name,
-            params=params,
-            content=None if body is None else json.dumps(body),
-            headers={"Content-Type": content_type},
-        ) as response:
-            return response.json() if response.content else {}
-    except ServerError as error:
-        if status_code(error) in ignore:
-            return None
-        raise
+    return await door(api).call(
+        method, path, body=body, params=params, content_type=content_type, ignore=ignore
+    )
 
 
-async def apply(api: Any, path: str, body: Object, manager: str) -> Object | None:
+async def apply(api: Kube | Any, path: str, body: Object, manager: str) -> Object | None:
     """Server-side apply ``body`` at ``path`` as ``manager``, forcing conflicts."""
     return await request(
         api,
@@ -85,72 +70,42 @@ async def apply(api: Any, path: str, body: Object, manager: str) -> Object | Non
 
 
 async def list_watch(
-    api: Any,
-    path: str,
+    api: Kube | Any,
+    res: Resource,
     on_list: ListHandler,
     on_event: EventHandler,
-    params: dict[str, str] | None = None,
+    field_selector: str | None = None,
     timeout_seconds: int = 240,
 ) -> None:
-    """Run forever: hand each full listing to ``on_list`` and every change to ``on_event``."""
+    """Run forever: hand each full listing of ``res`` to ``on_list`` and every change to
+    ``on_event`` (bookmarks only move the resourceVersion on)."""
+    kube = door(api)
     backoff = 0.2
     while True:
         try:
-            listed = await request(api, "GET", path, params=params)
-            assert listed is not None
-            await on_list(listed.get("items") or [])
-            version: str = listed["metadata"]["resourceVersion"]
+            listed = await kube.list(res, None, field_selector=field_selector)
+            await on_list(listed.items)
+            version = listed.resource_version
             backoff = 0.2
             while True:
-                version = await _watch(api, path, params, version, on_event, timeout_seconds)
+                stream = kube.watch(
+                    res,
+                    None,
+                    version,
+                    field_selector=field_selector,
+                    timeout_seconds=timeout_seconds,
+                )
+                async for kind, obj in stream:
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
+                    if kind != "BOOKMARK":
+                        await on_event(kind, obj)
         except asyncio.CancelledError:
             raise
-        except Gone:
-            log.info("watch of %s expired (410); listing again", path)
+        except WatchExpired:
+            log.info("watch of %s expired (410); listing again", res.plural)
         except Exception:
-            log.warning("list/watch of %s failed; retrying in %.1fs", path, backoff, exc_info=True)
+            log.warning(
+                "list/watch of %s failed; retrying in %.1fs", res.plural, backoff, exc_info=True
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-
-
-async def _watch(
-    api: Any,
-    path: str,
-    params: dict[str, str] | None,
-    version: str,
-    on_event: EventHandler,
-    timeout_seconds: int,
-) -> str:
-    """Follow one watch stream to its end; return the last resourceVersion seen."""
-    base, name = path.rsplit("/", 1)
-    query = {
-        **(params or {}),
-        "watch": "true",
-        "resourceVersion": version,
-        "allowWatchBookmarks": "true",
-        "timeoutSeconds": str(timeout_seconds),
-    }
-    async with api.call_api(
-        "GET",
-        base=base,
-        version="",
-        url=name,
-        params=query,
-        stream=True,
-        timeout=httpx.Timeout(10.0, read=timeout_seconds + 30.0),
-    ) as response:
-        async for line in response.aiter_lines():
-            if line:
-                version = await _dispatch(json.loads(line), version, on_event)
-    return version
-
-
-async def _dispatch(event: Object, version: str, on_event: EventHandler) -> str:
-    kind, obj = event["type"], event["object"]
-    if kind == "ERROR":
-        if obj.get("code") == 410:
-            raise Gone(obj.get("message", ""))
-        raise RuntimeError(f"watch error: {obj}")
-    if kind != "BOOKMARK":
-        await on_event(kind, obj)
-    return obj.get("metadata", {}).get("resourceVersion") or version

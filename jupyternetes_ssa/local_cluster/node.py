@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyternetes_ssa.kube import POD, Kube
+
 from .kube import Object, apply, list_watch, micro_now, now, request, status_code
 from .runtime import FakeRuntime, PodRuntime
 
@@ -126,10 +128,10 @@ class NodeAgent:
             self.heartbeat(node["metadata"]["uid"]),
             list_watch(
                 self.api,
-                "/api/v1/pods",
+                POD,
                 self.on_list,
                 self.on_event,
-                params={"fieldSelector": f"spec.nodeName={self.name}"},
+                field_selector=f"spec.nodeName={self.name}",
             ),
         )
 
@@ -438,12 +440,8 @@ def _pods_dir(args: argparse.Namespace) -> Path | None:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    import kr8s.asyncio
-
-    api = await kr8s.asyncio.api(kubeconfig=args.kubeconfig)
-    admin = (
-        await kr8s.asyncio.api(kubeconfig=args.admin_kubeconfig) if args.admin_kubeconfig else None
-    )
+    api = await Kube.connect(kubeconfig=args.kubeconfig)
+    admin = await Kube.connect(kubeconfig=args.admin_kubeconfig) if args.admin_kubeconfig else None
     runtime = _load_runtime(args.runtime, admin or api, _pods_dir(args))
     agent = NodeAgent(api, args.name, runtime, args.kubelet_version)
     jobs = [agent.run()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +158,51 @@ def write_kubeconfig(
 def cert_user(pair: KeyPair) -> dict[str, str]:
     """Kubeconfig user credentials from a client certificate, embedded."""
     return {"client-certificate-data": _b64(pair.cert), "client-key-data": _b64(pair.key)}
+
+
+# --- the cluster's credentials: one file set per component ------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Every credential the components need, as files under <state>/pki."""
+
+    ca: KeyPair
+    apiserver: KeyPair
+    front_proxy_ca: KeyPair
+    front_proxy_client: KeyPair
+    sa_key: Path
+    admin_kubeconfig: Path
+    controller_manager_kubeconfig: Path
+    scheduler_kubeconfig: Path
+    node_kubeconfig: Path
+
+
+def make_pki(state_dir: Path, server: str, node_name: str) -> Pki:
+    """A fresh CA, serving cert, SA key, and one client-cert kubeconfig per identity."""
+    pki = state_dir / "pki"
+    pki.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca = make_ca(pki)
+
+    def kubeconfig(stem: str, cn: str, orgs: tuple[str, ...] = ()) -> Path:
+        pair = issue(ca, pki, stem, cn, orgs)
+        return write_kubeconfig(pki / f"{stem}.kubeconfig", server, ca.cert, cert_user(pair))
+
+    admin = kubeconfig("admin", "local-cluster-admin", ("system:masters",))
+    front_proxy_ca = make_ca(pki, "front-proxy-ca")
+    return Pki(
+        ca=ca,
+        apiserver=issue(ca, pki, "apiserver", "kube-apiserver", server=True),
+        # The aggregation layer's CA: without it every component logs, forever, that the
+        # extension-apiserver-authentication ConfigMap lacks requestheader-client-ca-file.
+        front_proxy_ca=front_proxy_ca,
+        front_proxy_client=issue(front_proxy_ca, pki, "front-proxy-client", "front-proxy-client"),
+        sa_key=make_service_account_key(pki),
+        admin_kubeconfig=shutil.copy(admin, state_dir / "kubeconfig"),
+        # In system:masters because it runs every controller under this one identity.
+        controller_manager_kubeconfig=kubeconfig(
+            "controller-manager", "system:kube-controller-manager", ("system:masters",)
+        ),
+        scheduler_kubeconfig=kubeconfig("scheduler", "system:kube-scheduler"),
+        node_kubeconfig=kubeconfig("node", f"system:node:{node_name}", ("system:nodes",)),
+    )

@@ -8,19 +8,16 @@ ignored; with no ``command`` the ``args`` are the whole command line). Every oth
 What a process gets, as a kubelet would give it:
 
 * environment: PATH (the agent's, with its Python's bin dir first), HOME (``<pod dir>/home``),
-  LANG and HOSTNAME, then the container's ``envFrom`` and ``env``: plain values with ``$(VAR)``
-  references to earlier entries expanded (``$$`` escapes), ``secretKeyRef``/``configMapKeyRef``
-  (``optional`` honoured) and ``fieldRef`` (name, namespace, uid, labels, annotations, node,
-  service account, pod and host IPs). A Secret or ConfigMap that is missing keeps the pod
-  Pending (``CreateContainerConfigError``) and is retried until it appears.
-  ``$(VAR)`` in ``command``/``args`` expands against the container's env.
+  LANG and HOSTNAME, then the container's ``envFrom`` and ``env`` (:mod:`.pod_env`). A Secret or
+  ConfigMap that is missing keeps the pod Pending (``CreateContainerConfigError``) and is retried
+  until it appears. ``$(VAR)`` in ``command``/``args`` expands against the container's env.
 * working dir: ``workingDir`` when it exists on this machine, else HOME.
 * output: stdout and stderr to ``<pod dir>/<container>.log``; the pod dir is
   ``<pods dir>/<namespace>_<name>_<uid>`` (see :func:`pod_dir`) and its logs outlive the pod.
 
 Status: Running with Ready False at once, then Ready when every container that declares
 ``ports`` accepts TCP connections on ``podIP:containerPort`` (or answers its ``readinessProbe``
-``httpGet``/``tcpSocket``) before the ready timeout (60 s, or the pod's
+``httpGet``/``tcpSocket``, :mod:`.probes`) before the ready timeout (60 s, or the pod's
 ``local-cluster.jupyternetes.io/ready-timeout`` annotation in seconds); otherwise the pod is
 stopped and Failed. A container that exits ends its process group (as a container's PID
 namespace would); once none runs the pod is Succeeded (all exited 0) or Failed (the exit code,
@@ -28,8 +25,9 @@ reason Error and the output's last lines in the container's ``terminated`` state
 exit stops the pod's other containers. Init containers are not run: they are reported Completed.
 
 Network rule: a pod stays on loopback. The pod IP must be loopback or nothing starts; the agent
-only ever dials the pod IP (probes ignore ``host``); and a guard looks at the sockets of the
-pod's processes every half second and kills the pod (Failed, reason ``NetworkRule``) when one
+only ever dials the pod IP (probes ignore ``host``); and a guard (:mod:`.netguard`) looks at the
+sockets of the pod's processes every half second and kills the pod (Failed, reason
+``NetworkRule``) when one
 listens anywhere but on the pod IP or localhost (127.0.0.1, ::1: a wildcard address, another
 pod's IP, a real interface) or talks to a non-loopback peer. It detects, it cannot prevent:
 nothing here can stop a process from sending a first packet (a DNS query, say) in between.
@@ -42,26 +40,33 @@ SIGKILL after the grace period (at most 10 s); they die with the agent too (stop
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import signal
-import ssl
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from .kube import now, request
+from .kube import now
+from .netguard import (
+    is_loopback,
+    listening,
+    pod_pids,
+    process_table,
+    read_sockets,
+    socket_inodes,
+    violations,
+)
+from .pod_env import ConfigError, Lookup, base_path, container_env, expand
+from .probes import Check, answers, readiness_checks
 from .runtime import (
     FakeRuntime,
     Object,
@@ -86,13 +91,8 @@ GUARD_EVERY = 0.5
 CONFIG_RETRY = 2.0
 MESSAGE_LINES = 20
 MESSAGE_CHARS = 2048
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 PR_SET_PDEATHSIG = 1
 NETWORK_RULE = "NetworkRule"  # the pod reason when the guard killed it
-
-
-class ConfigError(Exception):
-    """The container's env cannot be resolved (yet): the kubelet's CreateContainerConfigError."""
 
 
 def is_process_pod(pod: Object) -> bool:
@@ -104,370 +104,6 @@ def pod_dir(pods_dir: Path, pod: Object) -> Path:
     """Where a process pod keeps its HOME (``home/``) and its containers' logs."""
     meta = pod["metadata"]
     return pods_dir / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
-
-
-# --- $(VAR) expansion, as k8s.io/kubernetes/third_party/forked/golang/expansion ------------------
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``$(VAR)`` from ``env``; unknown references stay as they are, ``$$`` is ``$``."""
-    out: list[str] = []
-    checkpoint = 0
-    cursor = 0
-    while cursor < len(text):
-        if text[cursor] == "$" and cursor + 1 < len(text):
-            out.append(text[checkpoint:cursor])
-            following = text[cursor + 1]
-            if following == "$":  # an escaped operator
-                out.append("$")
-                cursor += 1
-            elif following == "(":
-                closer = text.find(")", cursor + 2)
-                if closer == -1:  # an incomplete reference: keep "$(" and go on after it
-                    out.append("$(")
-                    cursor += 1
-                else:
-                    name = text[cursor + 2 : closer]
-                    out.append(env.get(name, f"$({name})"))
-                    cursor = closer
-            else:  # a "$" that starts no expression
-                out.append("$" + following)
-                cursor += 1
-            checkpoint = cursor + 1
-        cursor += 1
-    return "".join(out) + text[checkpoint:]
-
-
-# --- environment ---------------------------------------------------------------------------------
-
-
-class _Lookup:
-    """Secrets and ConfigMaps of one namespace, each read once per launch."""
-
-    def __init__(self, api: Any, namespace: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self._cache: dict[tuple[str, str], Object | None] = {}
-
-    async def data(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
-        """The object's data (Secret values decoded); None if it is absent and ``optional``."""
-        key = (kind, name)
-        if key not in self._cache:
-            path = f"/api/v1/namespaces/{self.namespace}/{kind}s/{name}"
-            try:
-                self._cache[key] = await request(self.api, "GET", path, ignore=(404,))
-            except Exception as error:
-                raise ConfigError(f"cannot read {kind} {self.namespace}/{name}: {error}") from error
-        obj = self._cache[key]
-        if obj is None:
-            if optional:
-                return None
-            raise ConfigError(f'{kind} "{name}" not found')
-        if kind == "secret":
-            return {
-                k: base64.b64decode(v).decode("utf-8", "surrogateescape")
-                for k, v in (obj.get("data") or {}).items()
-            }
-        return dict(obj.get("data") or {})
-
-    async def value(self, kind: str, ref: Object) -> str | None:
-        """The value of a ``secretKeyRef``/``configMapKeyRef``; None when optional and absent."""
-        optional = bool(ref.get("optional"))
-        data = await self.data(kind, ref.get("name", ""), optional)
-        if data is None:
-            return None
-        if ref["key"] not in data:
-            if optional:
-                return None
-            kind_name = "Secret" if kind == "secret" else "ConfigMap"
-            raise ConfigError(
-                f"couldn't find key {ref['key']} in {kind_name} {self.namespace}/{ref.get('name')}"
-            )
-        return data[ref["key"]]
-
-
-def field_value(pod: Object, path: str, pod_ip: str, host_ip: str) -> str:
-    """A ``fieldRef`` as the kubelet resolves it."""
-    meta, spec = pod["metadata"], pod["spec"]
-    simple = {
-        "metadata.name": meta.get("name", ""),
-        "metadata.namespace": meta.get("namespace", ""),
-        "metadata.uid": meta.get("uid", ""),
-        "spec.nodeName": spec.get("nodeName", ""),
-        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
-        "status.podIP": pod_ip,
-        "status.podIPs": pod_ip,
-        "status.hostIP": host_ip,
-        "status.hostIPs": host_ip,
-    }
-    if path in simple:
-        return simple[path]
-    match = re.fullmatch(r"metadata\.(labels|annotations)(?:\['(.*)'\])?", path)
-    if match:
-        values = meta.get(match.group(1)) or {}
-        if match.group(2) is not None:
-            return values.get(match.group(2), "")
-        return "\n".join(f'{k}="{v}"' for k, v in sorted(values.items()))
-    raise ConfigError(f"unsupported fieldRef {path!r}")
-
-
-async def container_env(
-    lookup: _Lookup, pod: Object, container: Object, pod_ip: str, host_ip: str
-) -> dict[str, str]:
-    """The variables the container defines (``envFrom``, then ``env``), resolved in order."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
-        kind, ref = (
-            ("secret", source["secretRef"])
-            if "secretRef" in source
-            else ("configmap", source.get("configMapRef") or {})
-        )
-        data = await lookup.data(kind, ref.get("name", ""), bool(ref.get("optional")))
-        for key, value in (data or {}).items():
-            name = source.get("prefix", "") + key
-            if ENV_NAME.match(name):
-                env[name] = value
-    for var in container.get("env") or []:
-        name, value = var["name"], var.get("value", "")
-        if value:
-            env[name] = expand(value, env)
-            continue
-        source = var.get("valueFrom")
-        if not source:
-            env[name] = ""
-        elif "fieldRef" in source:
-            env[name] = field_value(pod, source["fieldRef"]["fieldPath"], pod_ip, host_ip)
-        elif "secretKeyRef" in source or "configMapKeyRef" in source:
-            kind = "secret" if "secretKeyRef" in source else "configmap"
-            resolved = await lookup.value(
-                kind, source.get("secretKeyRef") or source["configMapKeyRef"]
-            )
-            if resolved is not None:
-                env[name] = resolved
-        else:
-            raise ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
-    return env
-
-
-def _base_path() -> str:
-    """The agent's PATH with its own interpreter's bin dir first (the venv's tools)."""
-    path = os.environ.get("PATH") or os.defpath
-    own = os.path.dirname(sys.executable)
-    parts = path.split(os.pathsep)
-    return path if own in parts else os.pathsep.join([own, *parts])
-
-
-# --- the network guard ---------------------------------------------------------------------------
-
-
-class Socket(NamedTuple):
-    proto: str
-    local: ipaddress.IPv4Address | ipaddress.IPv6Address
-    local_port: int
-    remote: ipaddress.IPv4Address | ipaddress.IPv6Address
-    remote_port: int
-    state: str
-    inode: int
-
-
-TCP_LISTEN = "0A"
-
-
-def _address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
-    """An address of /proc/net/{tcp,udp}[6]: host-order 32-bit words in hex, then the port."""
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return ipaddress.ip_address(raw), int(port, 16)
-
-
-def parse_sockets(proto: str, table: str) -> list[Socket]:
-    """The rows of one /proc/net table."""
-    sockets = []
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        local, local_port = _address(fields[1])
-        remote, remote_port = _address(fields[2])
-        sockets.append(
-            Socket(proto, local, local_port, remote, remote_port, fields[3], int(fields[9]))
-        )
-    return sockets
-
-
-def read_sockets() -> list[Socket]:
-    sockets: list[Socket] = []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        with contextlib.suppress(OSError):
-            sockets += parse_sockets(proto, Path(f"/proc/net/{proto}").read_text())
-    return sockets
-
-
-def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
-    """An IPv4-mapped IPv6 address as IPv4; any other address as it is."""
-    return getattr(ip, "ipv4_mapped", None) or ip
-
-
-def _loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return _plain(ip).is_loopback
-
-
-LOCALHOST = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
-
-
-def violations(sockets: Iterable[Socket], inodes: set[int], pod_ip: str) -> list[str]:
-    """What breaks the network rule among the sockets whose inode is in ``inodes``.
-
-    A pod may listen on its own IP and on localhost (kernels, say), nowhere else: not on a
-    wildcard address, another pod's IP or a real interface. It may talk to loopback peers only.
-    """
-    own = {ipaddress.ip_address(pod_ip), *LOCALHOST}
-    found = []
-    for s in sockets:
-        if s.inode not in inodes:
-            continue
-        listening = s.state == TCP_LISTEN if s.proto.startswith("tcp") else s.remote_port == 0
-        if listening and s.local_port and _plain(s.local) not in own:
-            found.append(
-                f"listens on {s.local}:{s.local_port} ({s.proto}), but a pod may listen on its"
-                f" IP {pod_ip} or on localhost only"
-            )
-        elif s.remote_port and not _loopback(s.remote):
-            found.append(
-                f"talks to {s.remote}:{s.remote_port} ({s.proto}), but only loopback is allowed"
-            )
-    return found
-
-
-def process_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (ppid, process group, session) of every process."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = raw.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
-
-
-def pod_pids(roots: set[int], table: Mapping[int, tuple[int, int, int]]) -> set[int]:
-    """The processes of the sessions/groups led by ``roots``, and all their descendants."""
-    pids = {p for p, (_, group, session) in table.items() if session in roots or group in roots}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = list(pids)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in pids:
-                pids.add(child)
-                todo.append(child)
-    return pids
-
-
-def socket_inodes(pids: Iterable[int]) -> set[int]:
-    inodes = set()
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def listening(pids: set[int]) -> list[str]:
-    """Where the processes listen (TCP), for messages."""
-    inodes = socket_inodes(pids)
-    return sorted(
-        f"{s.local}:{s.local_port}"
-        for s in read_sockets()
-        if s.inode in inodes and s.proto.startswith("tcp") and s.state == TCP_LISTEN
-    )
-
-
-# --- readiness -----------------------------------------------------------------------------------
-
-
-class Check(NamedTuple):
-    kind: str  # "tcp" | "http"
-    port: int
-    path: str = "/"
-    scheme: str = "HTTP"
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def describe(self, ip: str) -> str:
-        if self.kind == "http":
-            return f"{self.scheme.lower()}://{ip}:{self.port}{self.path}"
-        return f"{ip}:{self.port}"
-
-
-def _port(container: Object, value: Any) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        return int(value)
-    for port in container.get("ports") or []:
-        if port.get("name") == value:
-            return int(port["containerPort"])
-    raise ValueError(f"container {container['name']} declares no port named {value!r}")
-
-
-def readiness_checks(container: Object) -> list[Check]:
-    """What must answer before the container is ready: its probe, else its TCP ports."""
-    probe = container.get("readinessProbe") or {}
-    if "httpGet" in probe:
-        get = probe["httpGet"]
-        headers = tuple((h["name"], h["value"]) for h in get.get("httpHeaders") or [])
-        path = get.get("path") or "/"
-        scheme = get.get("scheme") or "HTTP"
-        return [Check("http", _port(container, get["port"]), path, scheme, headers)]
-    if "tcpSocket" in probe:
-        return [Check("tcp", _port(container, probe["tcpSocket"]["port"]))]
-    return [
-        Check("tcp", int(p["containerPort"]))
-        for p in container.get("ports") or []
-        if p.get("protocol", "TCP") == "TCP"
-    ]
-
-
-async def _answers(ip: str, check: Check) -> bool:
-    """One probe of ``ip`` (always the loopback pod IP, never the probe's ``host``)."""
-    context = None
-    if check.kind == "http" and check.scheme.upper() == "HTTPS":
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(ip, check.port, ssl=context), timeout=1.0
-        )
-    except (OSError, TimeoutError, ssl.SSLError):
-        return False
-    try:
-        if check.kind == "tcp":
-            return True
-        headers = "".join(f"{k}: {v}\r\n" for k, v in check.headers)
-        writer.write(
-            f"GET {check.path} HTTP/1.1\r\nHost: {ip}:{check.port}\r\nUser-Agent: kube-probe\r\n"
-            f"Accept: */*\r\n{headers}Connection: close\r\n\r\n".encode()
-        )
-        line = await asyncio.wait_for(reader.readline(), timeout=1.0)
-        parts = line.split()
-        return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
-    except (OSError, TimeoutError, ssl.SSLError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -592,7 +228,7 @@ class ProcessRuntime:
         if uid in self._pods:  # already started: report where it stands
             return self._status(self._pods[uid])
         if not (
-            _loopback(ipaddress.ip_address(pod_ip)) and _loopback(ipaddress.ip_address(host_ip))
+            is_loopback(ipaddress.ip_address(pod_ip)) and is_loopback(ipaddress.ip_address(host_ip))
         ):
             return failed_status(pod, pod_ip, host_ip, f"pod IP {pod_ip} is not loopback")
         where = pod_dir(self.pods_dir, pod)
@@ -638,7 +274,7 @@ class ProcessRuntime:
     async def _launch(self, record: _Pod) -> None:
         """Resolve every container's environment first (ConfigError: nothing starts), then run."""
         pod = record.pod
-        lookup = _Lookup(self.api, pod["metadata"]["namespace"])
+        lookup = Lookup(self.api, pod["metadata"]["namespace"])
         plans = []
         for container in record.containers:
             env = await container_env(lookup, pod, container.spec, record.pod_ip, record.host_ip)
@@ -672,7 +308,7 @@ class ProcessRuntime:
     ) -> tuple[list[str], dict[str, str], Path]:
         home = record.dir / "home"
         env = {
-            "PATH": _base_path(),
+            "PATH": base_path(),
             "HOME": str(home),
             "LANG": os.environ.get("LANG") or "C.UTF-8",
             "HOSTNAME": record.pod["metadata"]["name"],
@@ -792,7 +428,7 @@ class ProcessRuntime:
         timeout = _ready_timeout(record.pod, self.ready_timeout)
         deadline = time.monotonic() + timeout
         while container.running():
-            results = [await _answers(record.pod_ip, check) for check in checks]
+            results = [await answers(record.pod_ip, check) for check in checks]
             if all(results):
                 container.ready = True
                 if all(c.ready for c in record.containers):

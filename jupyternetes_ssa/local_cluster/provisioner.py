@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyternetes_ssa.kube import PVC, Resource
+
 from .kube import Object, list_watch, request
 
 log = logging.getLogger("local-cluster.provisioner")
@@ -23,6 +25,7 @@ PROVISIONER_ANNOTATIONS = (
     "volume.beta.kubernetes.io/storage-provisioner",
 )
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+VOLUME = Resource("v1", "PersistentVolume", "persistentvolumes", namespaced=False)
 
 
 @dataclass
@@ -34,8 +37,8 @@ class HostPathProvisioner:
 
     async def run(self) -> None:
         await asyncio.gather(
-            list_watch(self.api, "/api/v1/persistentvolumeclaims", self._claims, self._claim),
-            list_watch(self.api, "/api/v1/persistentvolumes", self._volumes, self._volume),
+            list_watch(self.api, PVC, self._claims, self._claim),
+            list_watch(self.api, VOLUME, self._volumes, self._volume),
         )
 
     async def _claims(self, claims: list[Object]) -> None:

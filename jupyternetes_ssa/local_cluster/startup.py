@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+from jupyternetes_ssa.kube import Kube
 
 from . import procs
-from .cluster import (
-    MARKER,
-    SERVICE_CIDR,
-    LocalCluster,
-    Pki,
-    child_env,
-    free_ports,
-    make_pki,
-    say,
-)
-from .crds import APPLY_HEADERS, apply_params, apply_requests, is_established, load_crds
+from .cluster import MARKER, SERVICE_CIDR, LocalCluster, child_env, free_ports, say
+from .crds import FIELD_MANAGER as MANAGER
+from .crds import all_established, apply_crds
+from .kube import apply, request
 from .paths import kube_version
+from .pki import Pki, make_pki
 from .provisioner import PROVISIONER
-from .waiting import GiveUp, wait_until
+from .waiting import GiveUp, wait_for, wait_until
 
 
 def start(
@@ -47,15 +44,9 @@ def start(
     deadline = time.monotonic() + timeout
     try:
         _launch(cluster, "etcd", _etcd_argv(cluster, etcd_port, peer_port))
-        _wait_etcd(cluster, etcd_port, deadline)
+        _until(cluster, deadline, "etcd /health", lambda: _etcd_healthy(etcd_port))
         _launch(cluster, "kube-apiserver", _apiserver_argv(cluster, pki, etcd_port, api_port))
-        with _admin_client(pki, url) as client:
-            _wait_ready(cluster, client, deadline)
-            _launch(cluster, "kube-controller-manager", _kcm_argv(cluster, pki, kcm_port))
-            _launch(cluster, "kube-scheduler", _scheduler_argv(cluster, pki, sched_port))
-            _launch(cluster, "node", _node_argv(cluster, pki))
-            _configure(cluster, client, deadline)
-            _wait_components(cluster, client, (kcm_port, sched_port), deadline)
+        _blocking(_start_on_apiserver(cluster, pki, (kcm_port, sched_port), deadline))
     except BaseException:
         _report_failure(cluster)
         procs.stop(cluster.processes)
@@ -63,6 +54,36 @@ def start(
     say(f"up in {time.monotonic() - began:.1f}s at {url}")
     say(f'kubeconfig: {cluster.kubeconfig}  (eval "$(jupyternetes-ssa local-cluster env)")')
     return cluster
+
+
+async def _start_on_apiserver(
+    cluster: LocalCluster, pki: Pki, ports: tuple[int, int], deadline: float
+) -> None:
+    """Once the apiserver runs: the other components, our CRDs and StorageClass, readiness."""
+    kube = await _wait_for(cluster, deadline, "kube-apiserver", lambda: _connect(pki))
+    try:
+        await _wait_for(
+            cluster, deadline, "kube-apiserver ready (RBAC bootstrapped)", lambda: _ready(kube)
+        )
+        _launch(cluster, "kube-controller-manager", _kcm_argv(cluster, pki, ports[0]))
+        _launch(cluster, "kube-scheduler", _scheduler_argv(cluster, pki, ports[1]))
+        _launch(cluster, "node", _node_argv(cluster, pki))
+        await _configure(cluster, kube, deadline)
+        for port in ports:
+            url = f"https://127.0.0.1:{port}/healthz"
+            await _wait_for(cluster, deadline, url, lambda u=url: _component_healthy(u))
+    finally:
+        await kube.close()
+
+
+def _blocking(job: Coroutine[Any, Any, None]) -> None:
+    """Run ``job`` to its end from synchronous code, even when the caller has a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(job)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, job).result()
 
 
 def _launch(cluster: LocalCluster, name: str, argv: list[str]) -> None:
@@ -133,7 +154,39 @@ def _apiserver_argv(cluster: LocalCluster, pki: Pki, etcd_port: int, port: int) 
         # publish endpoints for the `kubernetes` Service (nothing in here dials it anyway).
         "--endpoint-reconciler-type=none",
         "--profiling=false",
+        f"--audit-policy-file={_audit_policy(cluster)}",
+        f"--audit-log-path={cluster.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",  # an event is in the file before its answer is sent
     ]
+
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        # The control plane's own chatter (leases, node heartbeats, controllers' lists) would be
+        # most of the log; what tests look at is what ServiceAccounts and the admin ask.
+        {
+            "level": "None",
+            "users": [
+                "system:apiserver",
+                "system:kube-controller-manager",
+                "system:kube-scheduler",
+            ],
+        },
+        {"level": "None", "userGroups": ["system:nodes"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
+def _audit_policy(cluster: LocalCluster) -> Path:
+    """Every request at Metadata level (who, verb, resource, answer): see LocalCluster.audit_log."""
+    path = cluster.state_dir / "audit-policy.json"
+    path.write_text(json.dumps(AUDIT_POLICY, indent=2))
+    return path
 
 
 def _component_argv(cluster: LocalCluster, name: str, kubeconfig: Path, port: int) -> list[str]:
@@ -183,84 +236,78 @@ def _node_argv(cluster: LocalCluster, pki: Pki) -> list[str]:
     ]
 
 
-def _admin_client(pki: Pki, url: str) -> httpx.Client:
-    """An HTTPS client that verifies the apiserver against our CA and presents the admin cert."""
-    context = ssl.create_default_context(cafile=str(pki.ca.cert))
-    directory = pki.ca.cert.parent
-    context.load_cert_chain(directory / "admin.crt", directory / "admin.key")
-    return httpx.Client(base_url=url, verify=context, trust_env=False, timeout=10.0)
-
-
 def _until(cluster: LocalCluster, deadline: float, what: str, check: Callable[[], Any]) -> Any:
     """Wait for ``check`` until the shared deadline, giving up early when a process died."""
+    return wait_until(_unless_dead(cluster, what, check), _left(deadline), message=what)
 
+
+async def _wait_for(
+    cluster: LocalCluster, deadline: float, what: str, check: Callable[[], Any]
+) -> Any:
+    """The same, in a loop (``check`` may be async)."""
+    return await wait_for(_unless_dead(cluster, what, check), _left(deadline), message=what)
+
+
+def _unless_dead(cluster: LocalCluster, what: str, check: Callable[[], Any]) -> Callable[[], Any]:
     def probe() -> Any:
         for proc in cluster.processes:
             if not procs.alive(proc):
                 raise GiveUp(f"{proc.name} exited while waiting for {what}; see {proc.log}")
         return check()
 
-    return wait_until(probe, timeout=max(deadline - time.monotonic(), 0.1), message=what)
+    return probe
 
 
-def _wait_etcd(cluster: LocalCluster, port: int, deadline: float) -> None:
-    with httpx.Client(trust_env=False, timeout=2.0) as client:
-
-        def healthy() -> bool:
-            return client.get(f"http://127.0.0.1:{port}/health").json().get("health") == "true"
-
-        _until(cluster, deadline, "etcd /health", healthy)
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.1)
 
 
-def _wait_ready(cluster: LocalCluster, client: httpx.Client, deadline: float) -> None:
-    _until(cluster, deadline, "kube-apiserver /readyz", lambda: client.get("/readyz").is_success)
+def _etcd_healthy(port: int) -> bool:
+    """etcd's own /health (not the apiserver: plain HTTP on loopback)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2.0) as answer:
+        return json.load(answer).get("health") == "true"
 
 
-def _configure(cluster: LocalCluster, client: httpx.Client, deadline: float) -> None:
+def _component_healthy(url: str) -> bool:
+    """Controller manager and scheduler report healthy on their own (self-signed) ports."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=2.0, context=context) as answer:
+        return answer.status == 200
+
+
+async def _connect(pki: Pki) -> Kube:
+    """The admin's client, through the package's door, once the apiserver answers."""
+    return await Kube.connect(kubeconfig=str(pki.admin_kubeconfig))
+
+
+async def _ready(kube: Kube) -> bool:
+    """It serves, and its bootstrap RBAC (which the scheduler and the node need) is in place."""
+    path = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/system:kube-scheduler"
+    return await request(kube, "GET", path, ignore=(404,)) is not None
+
+
+async def _configure(cluster: LocalCluster, kube: Kube, deadline: float) -> None:
     """Install CRDs and the default StorageClass, then wait for what tests rely on."""
-    crds = load_crds()
-    for url, body in apply_requests(crds):
-        _apply(client, url, body)
-    _apply(client, "/apis/storage.k8s.io/v1/storageclasses/local", json.dumps(_storage_class()))
-    for url, _ in apply_requests(crds):
-        established = _established_check(client, url)
-        _until(cluster, deadline, f"{url} Established", established)
-    _until(
+    names = await apply_crds(kube)
+    await apply(kube, "/apis/storage.k8s.io/v1/storageclasses/local", _storage_class(), MANAGER)
+    await _wait_for(cluster, deadline, "our CRDs Established", lambda: all_established(kube, names))
+    account = "/api/v1/namespaces/default/serviceaccounts/default"
+    await _wait_for(
         cluster,
         deadline,
         "the default ServiceAccount",
-        lambda: client.get("/api/v1/namespaces/default/serviceaccounts/default").is_success,
+        lambda: request(kube, "GET", account, ignore=(404,)),
     )
     node = f"/api/v1/nodes/{cluster.node_name}"
-    _until(cluster, deadline, f"node {cluster.node_name} Ready", lambda: _node_ready(client, node))
+    await _wait_for(
+        cluster, deadline, f"node {cluster.node_name} Ready", lambda: _node_ready(kube, node)
+    )
 
 
-def _wait_components(
-    cluster: LocalCluster, client: httpx.Client, ports: tuple[int, ...], deadline: float
-) -> None:
-    """Controller manager and scheduler report healthy on their own (self-signed) ports."""
-    with httpx.Client(trust_env=False, verify=False, timeout=2.0) as local:
-        for port in ports:
-            url = f"https://127.0.0.1:{port}/healthz"
-            _until(cluster, deadline, url, lambda u=url: local.get(u).is_success)
-
-
-def _apply(client: httpx.Client, url: str, body: str) -> None:
-    client.patch(url, content=body, headers=APPLY_HEADERS, params=apply_params()).raise_for_status()
-
-
-def _get(client: httpx.Client, url: str) -> dict[str, Any]:
-    response = client.get(url)
-    response.raise_for_status()
-    return response.json()
-
-
-def _established_check(client: httpx.Client, url: str) -> Callable[[], bool]:
-    return lambda: is_established(_get(client, url))
-
-
-def _node_ready(client: httpx.Client, url: str) -> bool:
-    conditions = _get(client, url).get("status", {}).get("conditions") or []
+async def _node_ready(kube: Kube, path: str) -> bool:
+    node = await request(kube, "GET", path, ignore=(404,)) or {}
+    conditions = node.get("status", {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 

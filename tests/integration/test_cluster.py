@@ -19,6 +19,7 @@ import yaml
 from kr8s import ServerError
 from typer.testing import CliRunner
 
+from jupyternetes_ssa.kube import ApiError
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.local_cluster.cli import app
 from jupyternetes_ssa.local_cluster.crds import CRD_PATH, is_established
@@ -127,7 +128,7 @@ async def test_server_side_apply_records_the_field_manager(cluster, namespace):
     other["data"]["key"] = "two"
     with pytest.raises(ServerError) as conflict:
         await ssa(cluster.api, namespace, "configmaps/applied", other, "y")
-    assert status_code(conflict.value) == 409
+    assert conflict.value.response.status_code == 409
 
     code, obj = await ssa(cluster.api, namespace, "configmaps/applied", other, "y", force="true")
     assert obj["data"]["key"] == "two"
@@ -264,7 +265,7 @@ async def test_a_narrow_service_account_gets_only_what_its_role_grants(
         ),
     ]
     for method, path, body in refused:
-        with pytest.raises(ServerError) as denied:
+        with pytest.raises(ApiError) as denied:
             await request(narrow, method, path, body=body)
         assert status_code(denied.value) == 403, (method, path)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import rbac_audit
 import yaml
 from reconcile_helpers import EXAMPLES, put
 
@@ -307,6 +308,23 @@ async def test_a_user_server_starts_serves_through_the_proxy_restarts_and_is_del
         message="the deleted user's PVC is purged by the reconciler",
     )
     assert await kube.get(INSTANCE, hub.namespace, name) is None
+    hub_rights_proven(cluster, hub)
+
+
+def hub_rights_proven(cluster, hub: Hub) -> None:
+    """What the hub asked with its token (start, stop, start again, delete the user: every
+    spawner path) is exactly what examples/hub-rbac.yaml grants: nothing more was used, nothing
+    granted went unused. Read from the local cluster's audit log (kind and existing clusters
+    keep theirs)."""
+    if cluster.local is None:
+        return
+    used = rbac_audit.uses(cluster.local.audit_log, rbac_audit.credential(hub.kubeconfig))
+    granted = rbac_audit.rules(list(yaml.safe_load_all((EXAMPLES / "hub-rbac.yaml").read_text())))
+    assert not rbac_audit.not_granted(used, granted), rbac_audit.not_granted(used, granted)
+    assert not rbac_audit.never_used(granted, used, {}), (
+        f"examples/hub-rbac.yaml grants what the hub never used: "
+        f"{rbac_audit.never_used(granted, used, {})}; used: {sorted(map(str, used))}"
+    )
 
 
 async def _gone(kube: Kube, res, ns: str, name: str) -> bool:

@@ -22,16 +22,14 @@ import pytest
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.local_cluster.cluster import free_ports
 from jupyternetes_ssa.local_cluster.kube import request
+from jupyternetes_ssa.local_cluster.netguard import parse_sockets, violations
+from jupyternetes_ssa.local_cluster.pod_env import expand, field_value
 from jupyternetes_ssa.local_cluster.process_runtime import (
     NETWORK_RULE,
     PROCESS,
     RUNTIME_ANNOTATION,
     ProcessRuntime,
-    expand,
-    field_value,
-    parse_sockets,
     pod_dir,
-    violations,
 )
 from jupyternetes_ssa.local_cluster.waiting import GiveUp
 

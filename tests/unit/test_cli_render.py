@@ -309,6 +309,7 @@ def test_help_of_every_command_exits_0_and_describes_it(command: list[str], opti
 
 CLUSTER_COMMANDS = [
     ["reconcile", "--once"],
+    ["reconcile", "--health-port=0"],  # continuous
     ["diff"],
     ["gc", "--dry-run"],
 ]
@@ -328,7 +329,7 @@ def dead_kubeconfig(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=" ".join)
 def test_cluster_command_with_an_unreachable_apiserver_is_a_clean_error(
     tmp_path: Path, command: list[str]
 ):
@@ -339,7 +340,7 @@ def test_cluster_command_with_an_unreachable_apiserver_is_a_clean_error(
     assert_clean_failure(proc)
 
 
-@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS, ids=" ".join)
 def test_cluster_command_with_a_missing_kubeconfig_is_a_clean_error(
     tmp_path: Path, command: list[str]
 ):

@@ -4,12 +4,13 @@ The image cannot be built here (no Docker engine), so the Dockerfile is parsed a
 checked (multi-stage, wheel built in the first stage, venv in the second, numeric non-root USER,
 the console script as ENTRYPOINT, no Go toolchain), and its install steps are repeated on this
 machine: the build stage's COPYs into a fresh context, `pip wheel` there, the wheel into a fresh
-virtualenv, and `jupyternetes-ssa --version` / `crds` from that virtualenv (which proves the wheel
-carries crds/). Offline: the wheel's dependencies come from the running environment, not PyPI.
+virtualenv, the final stage's removal of the local cluster, and `jupyternetes-ssa --version` /
+`crds` from that virtualenv (which proves the wheel carries crds/ and the reconciler needs nothing
+of the local cluster). Offline: the wheel's dependencies come from the running environment.
 
-The manifests: copies equal their originals, the ClusterRole and the Role grant exactly the
-rights the reconciler uses, the workloads are hardened as documented, and every container's
-arguments parse with the real command line.
+The manifests: copies equal their originals, the ClusterRole and the Role grant the same rights
+(which ones, the integration suite proves by use), the workloads are hardened as documented, and
+every container's arguments parse with the real command line.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def test_the_dockerfile_install_steps_give_a_working_command(dockerfile, tmp_pat
     assert _hatchling_available(), (
         "building the wheel offline needs hatchling in this environment: pip install hatchling"
     )
-    _, (build, _) = dockerfile
+    _, (build, final) = dockerfile
     context = tmp_path / "context"
     context.mkdir()
     for sources, dest in copies(build):
@@ -218,8 +219,24 @@ def test_the_dockerfile_install_steps_give_a_working_command(dockerfile, tmp_pat
     run(python, "-m", "pip", "check")
 
     where = run(python, "-c", "import jupyternetes_ssa; print(jupyternetes_ssa.__file__)")
-    assert Path(where.stdout.strip()).is_relative_to(venv), "imported from the checkout"
+    package = Path(where.stdout.strip()).parent
+    assert package.is_relative_to(venv), "imported from the checkout"
+    assert (package / "local_cluster").is_dir(), "the wheel carries the local cluster"
+    # The final stage's RUN that removes the local cluster, as written, on this venv.
+    (strip,) = [r for r in final.all("RUN") if "local_cluster" in r]
+    run("sh", "-c", strip.replace("/opt/venv", str(venv)))
+    left = sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
+    assert not [p for p in left if p.startswith(("local_cluster", "tools"))], left
+    assert "kube.py" in left and "crds/jupyternotebookinstance.yaml" in left, left
     command = venv / "bin" / "jupyternetes-ssa"  # what ENTRYPOINT runs (/opt/venv/bin/...)
+    missing = subprocess.run(
+        [command, "local-cluster", "up"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1, missing
+    assert missing.stderr.startswith("error: the local cluster is not part of this installation")
+    assert "Traceback" not in missing.stderr, missing.stderr
+    loaded = run(python, "-X", "importtime", "-c", "import jupyternetes_ssa.cli").stderr
+    assert "local_cluster" not in loaded and "cryptography" not in loaded
     assert run(command, "--version").stdout.strip() == __version__
     printed = run(command, "crds").stdout
     names = {d["metadata"]["name"] for d in yaml.safe_load_all(printed) if d}
@@ -263,19 +280,6 @@ def test_every_crd_is_in_the_crds_kustomization():
     assert sorted(listed) == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
 
 
-# The reconciler's rights, derived from every apiserver call in jupyternetes_ssa/ (kube.py's
-# callers): changing them must be a decision, made here and in the README at the same time.
-RECONCILER_RULES = {
-    ("kadense.io", "jupyternotebookinstances"): {"get", "list", "watch"},
-    ("kadense.io", "jupyternotebooktemplates"): {"get", "list", "watch"},
-    ("kadense.io", "jupyternotebookinstances/status"): {"patch"},
-    ("kadense.io", "jupyternotebookinstances/finalizers"): {"update"},
-    ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"list", "watch"},
-}
-
-
 def flatten(rules: list[dict]) -> dict[tuple[str, str], set[str]]:
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in rules:
@@ -286,12 +290,14 @@ def flatten(rules: list[dict]) -> dict[tuple[str, str], set[str]]:
     return grants
 
 
-def test_the_cluster_role_and_the_role_grant_exactly_what_the_reconciler_uses():
+def test_the_cluster_role_and_the_role_grant_the_same_rights():
+    """What those rights are is proven by use against the apiserver's audit log
+    (tests/integration/test_deploy.py): for the Role there, and so for the ClusterRole here."""
     cluster = one(DEPLOY / "rbac" / "cluster" / "clusterrole.yaml", "ClusterRole")
     namespaced = one(DEPLOY / "rbac" / "namespace" / "role.yaml", "Role")
-    namespaces = {("", "namespaces"): {"list", "watch"}}  # labels for selector grants
-    assert flatten(cluster["rules"]) == RECONCILER_RULES | namespaces
-    assert flatten(namespaced["rules"]) == RECONCILER_RULES
+    namespaces = {("", "namespaces"): {"list", "watch"}}  # labels for selector grants: cluster
+    assert flatten(cluster["rules"]) == flatten(namespaced["rules"]) | namespaces
+    assert flatten(namespaced["rules"])
     assert "*" not in str(cluster["rules"])
 
 
