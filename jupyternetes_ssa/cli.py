@@ -14,6 +14,7 @@ import yaml
 
 from jupyternetes_ssa import __version__
 from jupyternetes_ssa.errors import JupyternetesError
+from jupyternetes_ssa.keys_cli import app as sealing_key_app
 from jupyternetes_ssa.local_cluster.cli import app as local_cluster_app
 from jupyternetes_ssa.settings import Settings
 
@@ -24,6 +25,11 @@ app.add_typer(
     local_cluster_app,
     name="local-cluster",
     help="A real Kubernetes control plane on this machine, as plain processes.",
+)
+app.add_typer(
+    sealing_key_app,
+    name="sealing-key",
+    help="The reconciler's keys for sealed API tokens: show, rotate, retire.",
 )
 
 
@@ -140,6 +146,12 @@ AllowKinds = Annotated[
         "(repeatable; default: none).",
     ),
 ]
+KeyNamespace = Annotated[
+    str | None,
+    typer.Option(
+        help="Namespace of the sealing keys (default: POD_NAMESPACE, else the service account's)."
+    ),
+]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Kubeconfig file.")]
 Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 
@@ -147,6 +159,8 @@ Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 def _settings(
     namespace: list[str], template_namespace: list[str], allow_kind: list[str], **kw
 ) -> Settings:
+    if kw.get("key_namespace", "") is None:
+        del kw["key_namespace"]
     return Settings(
         namespaces=tuple(namespace),
         template_namespaces=tuple(template_namespace),
@@ -237,6 +251,7 @@ def reconcile(
     ] = "0.0.0.0",
     log_format: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     log_level: Annotated[LogLevel, typer.Option(help="Least severe level logged.")] = LogLevel.info,
+    key_namespace: KeyNamespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -260,6 +275,7 @@ def reconcile(
         retry_period_seconds=retry_period,
         health_port=health_port,
         health_host=health_host,
+        key_namespace=key_namespace,
     )
     if once or dry_run:
         summary = _pass_and_report(kubeconfig, context, settings, output)
@@ -275,11 +291,14 @@ def diff(
     template_namespace: TemplateNamespaces = [],  # noqa: B006
     allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
+    key_namespace: KeyNamespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Show what a reconcile would change, from a server-side dry-run (writes nothing)."""
-    settings = _settings(namespace, template_namespace, allow_kind, dry_run=True)
+    settings = _settings(
+        namespace, template_namespace, allow_kind, dry_run=True, key_namespace=key_namespace
+    )
     summary = _pass_and_report(kubeconfig, context, settings, output)
     raise typer.Exit(0 if summary.ok else 1)
 

@@ -33,6 +33,7 @@ from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.tokens import prepare
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
+        await prepare(self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run)
         self.informers = self._informers(await owned_resources(self.kube, self.s))
         tasks = [asyncio.create_task(i.run()) for i in self.informers]
         server = None

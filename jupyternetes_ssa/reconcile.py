@@ -25,6 +25,7 @@ from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, o
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.tokens import prepare, with_token_secret
 from jupyternetes_ssa.status import (
     ItemView,
     instance_status,
@@ -133,6 +134,7 @@ async def _converge(
     try:
         rendered = render(resolve_template(observed, instance, settings), instance)
         check_kinds(rendered, observed, str(result.instance))
+        rendered = await with_token_secret(kube, observed.sealing, instance, rendered, settings)
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
         return live_views(observed, instance), None
@@ -228,6 +230,8 @@ async def _finish_recreates(
 async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = False) -> Summary:
     """One full pass over every served instance, then garbage collection."""
     observed = await observe(kube, settings, await owned_resources(kube, settings))
+    if not prune_only:
+        await prepare(kube, observed.sealing, settings.key_namespace, create=not settings.dry_run)
     summary = Summary()
     wanted: Wanted = {}
     gate = asyncio.Semaphore(settings.concurrency)
