@@ -226,7 +226,9 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
-        await prepare(self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run)
+        await prepare(
+            self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run
+        )
         self.informers = self._informers(await owned_resources(self.kube, self.s))
         tasks = [asyncio.create_task(i.run()) for i in self.informers]
         server = None

@@ -89,7 +89,9 @@ async def publish(kube: Kube, namespace: str, public: PublicKey) -> None:
     else:
         body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
         await kube.replace(body)
-    log.info("published sealing key %s in ConfigMap %s/%s", public.key_id, namespace, PUBLIC_CONFIGMAP)
+    log.info(
+        "published sealing key %s in ConfigMap %s/%s", public.key_id, namespace, PUBLIC_CONFIGMAP
+    )
 
 
 async def _load_existing(kube: Kube, namespace: str) -> tuple[Keyring, str]:

@@ -17,7 +17,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 KeyNamespace = Annotated[
     str,
     typer.Option(
-        "--key-namespace", help="The reconciler's namespace, where its keys live.", show_default=True
+        "--key-namespace",
+        help="The reconciler's namespace, where its keys live.",
+        show_default=True,
     ),
 ]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Kubeconfig file.")]

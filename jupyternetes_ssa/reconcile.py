@@ -25,7 +25,6 @@ from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, o
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.render import render
 from jupyternetes_ssa.settings import Settings
-from jupyternetes_ssa.tokens import prepare, with_token_secret
 from jupyternetes_ssa.status import (
     ItemView,
     instance_status,
@@ -33,6 +32,7 @@ from jupyternetes_ssa.status import (
     purge_status,
     views_from_outcomes,
 )
+from jupyternetes_ssa.tokens import prepare, with_token_secret
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
 from jupyternetes_ssa.wait import wait_gone
 

@@ -113,7 +113,9 @@ def load_keyring(text: str, where: str) -> Keyring:
     """Parse dump_keyring's JSON; a damaged keyring is an error naming `where` and the fix."""
     try:
         doc = json.loads(text)
-        keys = {kid: X25519PrivateKey.from_private_bytes(_unb64(b)) for kid, b in doc["keys"].items()}
+        keys = {
+            kid: X25519PrivateKey.from_private_bytes(_unb64(b)) for kid, b in doc["keys"].items()
+        }
         current = doc["current"]
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as err:
         raise NoSealingKey(

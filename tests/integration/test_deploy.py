@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -611,9 +610,7 @@ async def test_the_hub_may_write_instances_and_read_the_public_key_and_nothing_e
             headers={"Content-Type": "application/merge-patch+json"},
         ),
         "list Secrets": hub.request("GET", SECRET, namespace, SECRET.url()),
-        "read another ConfigMap": hub.request(
-            "GET", CONFIGMAP, namespace, CONFIGMAP.url("other")
-        ),
+        "read another ConfigMap": hub.request("GET", CONFIGMAP, namespace, CONFIGMAP.url("other")),
         "list ConfigMaps": hub.request("GET", CONFIGMAP, namespace, CONFIGMAP.url()),
         "change the public key": hub.request(
             "PATCH",

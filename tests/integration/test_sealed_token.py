@@ -98,7 +98,11 @@ async def test_a_sealed_token_becomes_a_secret_owned_by_its_instance_and_nowhere
     (owner,) = secret["metadata"]["ownerReferences"]
     assert owner["uid"] == instance["metadata"]["uid"] and owner["controller"] is True
     pod = await kube.get(POD, namespace, "ann-notebook")
-    refs = [e["valueFrom"]["secretKeyRef"] for e in pod["spec"]["containers"][0]["env"] if "valueFrom" in e]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for e in pod["spec"]["containers"][0]["env"]
+        if "valueFrom" in e
+    ]
     assert {"name": "ann-hub-token", "key": "token"} in refs
     assert TOKEN not in json.dumps(instance) and TOKEN not in json.dumps(pod)
     status = await status_of(kube, namespace, "ann")
@@ -205,7 +209,9 @@ async def test_rotation_keeps_old_tokens_working_and_retiring_too_early_is_repor
     new = await keys.read_public_key(kube, namespace)
 
     assert new.key_id == ring.current != old.key_id and set(ring.keys) == {old.key_id, new.key_id}
-    await put(kube, sealed_instance(namespace, "bob", sealing.seal("b" * 32, new, namespace, "bob")))
+    await put(
+        kube, sealed_instance(namespace, "bob", sealing.seal("b" * 32, new, namespace, "bob"))
+    )
     summary = await once(kube, namespace, key_namespace=namespace)
     assert actions(summary, "ann") == {"unchanged": 3}
     assert result_for(summary, "bob").converged, result_for(summary, "bob").error
@@ -231,7 +237,9 @@ async def test_a_secret_that_is_not_the_instances_is_never_taken_over(kube: Kube
             "stringData": {"token": "the admin's own"},
         }
     )
-    await put(kube, sealed_instance(namespace, "ann", sealing.seal(TOKEN, public, namespace, "ann")))
+    await put(
+        kube, sealed_instance(namespace, "ann", sealing.seal(TOKEN, public, namespace, "ann"))
+    )
 
     summary = await once(kube, namespace, key_namespace=namespace)
 

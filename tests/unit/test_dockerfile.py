@@ -305,7 +305,9 @@ def test_leader_election_may_only_touch_its_own_lease():
 
 
 def test_the_sealing_key_roles_touch_only_the_public_key_configmap():
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in load(DEPLOY / "rbac/sealing-key/role.yaml")}
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d for d in load(DEPLOY / "rbac/sealing-key/role.yaml")
+    }
     own = docs["Role", "jupyternetes-ssa-sealing-key"]["rules"]
     assert {tuple(r["verbs"]): r.get("resourceNames") for r in own} == {
         ("create",): None,

@@ -154,3 +154,54 @@ def test_the_token_secret_name_is_a_dns_label():
         "8dc366d8a0f05869bfdb6e7eb3d83f65-hub-token"
     )
     assert len(sealing.token_secret_name("x" * 63)) <= 63
+
+
+def _instance(sealed: bool, **variables: str) -> dict:
+    spec: dict = {"template": {"name": "t"}, "variables": variables}
+    if sealed:
+        spec["sealedApiToken"] = {"keyId": "k", "ciphertext": "c"}
+    return {"metadata": {"name": "abc", "namespace": "jhub", "uid": "u"}, "spec": spec}
+
+
+TEMPLATE = {
+    "metadata": {"name": "t", "namespace": "jhub"},
+    "spec": {
+        "pods": [
+            {
+                "name": "notebook",
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "env": [
+                                {
+                                    "name": "JUPYTERHUB_API_TOKEN",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": "{jupyterhub.api_token_secret}",
+                                            "key": "token",
+                                        }
+                                    },
+                                }
+                            ],
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+}
+
+
+def test_the_token_secret_variable_is_a_built_in_of_instances_with_a_sealed_token():
+    from jupyternetes_ssa.errors import RenderError
+    from jupyternetes_ssa.render import render
+
+    (pod,) = render(TEMPLATE, _instance(True)).items
+    env = pod.manifest["spec"]["containers"][0]["env"][0]
+    assert env["valueFrom"]["secretKeyRef"]["name"] == "abc-hub-token"
+
+    with pytest.raises(RenderError, match=r"jupyterhub\.api_token_secret"):
+        render(TEMPLATE, _instance(False))  # no sealed token: no Secret to point at
+    with pytest.raises(RenderError, match="built-in"):
+        render(TEMPLATE, _instance(True, **{"jupyterhub.api_token_secret": "someone-elses"}))
