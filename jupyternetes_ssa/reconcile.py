@@ -32,7 +32,7 @@ from jupyternetes_ssa.status import (
     purge_status,
     views_from_outcomes,
 )
-from jupyternetes_ssa.tokens import prepare, with_token_secret
+from jupyternetes_ssa.tokens import prepare, template_views, with_token_secret
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
 from jupyternetes_ssa.wait import wait_gone
 
@@ -154,7 +154,7 @@ async def _converge(
     )
     if failed:
         result.error, result.reason = failed[0].message, "ApplyFailed"
-    return views_from_outcomes(result.outcomes), rendered
+    return template_views(views_from_outcomes(result.outcomes)), rendered
 
 
 async def _purge(

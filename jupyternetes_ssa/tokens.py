@@ -14,6 +14,7 @@ import base64
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jupyternetes_ssa import GROUP, VERSION, keys, labels
 from jupyternetes_ssa.errors import JupyternetesError
@@ -23,8 +24,13 @@ from jupyternetes_ssa.sealing import Keyring, NoSealingKey, token_secret_name, u
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Manifest, Rendered, RenderedItem
 
+if TYPE_CHECKING:
+    from jupyternetes_ssa.status import ItemView
+
 log = logging.getLogger(__name__)
-ITEM = "jupyterhub-api-token"  # the item name the token Secret is reported under (status)
+# The token Secret's item name: not a DNS label, so never a template item's, and left out of the
+# instance's status maps (it is not a template item; the summary and errors still name it).
+ITEM = "jupyterhub.api_token"
 
 
 class TokenSecretConflict(JupyternetesError):
@@ -123,6 +129,11 @@ async def _refresh(kube: Kube, sealing: Sealing, manifest: Manifest, every: floa
             "did not write)",
         )
     sealing.secrets[key] = live
+
+
+def template_views(views: list[ItemView]) -> list[ItemView]:
+    """The views of the template's own items: the token Secret is not one."""
+    return [v for v in views if v.item != ITEM]
 
 
 async def with_token_secret(

@@ -221,7 +221,8 @@ async def test_rotation_keeps_old_tokens_working_and_retiring_too_early_is_repor
     await keys.retire(kube, namespace, old.key_id)
     summary = await once(kube, namespace, key_namespace=namespace)
 
-    assert result_for(summary, "ann").reason == "SealingKeyUnknown"
+    refused = result_for(summary, "ann")
+    assert refused.reason == "SealingKeyUnknown", refused.error
     assert await kube.get(POD, namespace, "ann-notebook") is not None  # nothing is deleted
     assert await kube.get(SECRET, namespace, "ann-hub-token") is not None
     assert result_for(summary, "bob").converged
