@@ -330,14 +330,16 @@ class JupyternetesSpawner(Spawner):
         return next((p for p in candidates if p.get("podAddress") and p.get("portNumber")), None)
 
     async def _wait_ready(self, watch: InstanceWatch, uid: str) -> str:
+        seen = False  # the watch may not have delivered our own apply yet
         while True:
             changed = watch.event(self.instance_name)
             instance = watch.instance(self.instance_name)
-            if instance is None:
+            seen = seen or (instance or {}).get("metadata", {}).get("uid") == uid
+            if instance is None and seen:
                 raise RuntimeError(
                     f"instance {self.namespace}/{self.instance_name} was deleted while starting"
                 )
-            if url := self._ready_url(instance, uid):
+            if instance is not None and (url := self._ready_url(instance, uid)):
                 return url
             await changed.wait()
 
