@@ -4,8 +4,12 @@ the instance is applied, the other instances carry on)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -249,3 +253,46 @@ async def test_a_secret_that_is_not_the_instances_is_never_taken_over(kube: Kube
     assert base64.b64decode(secret["data"]["token"]) == b"the admin's own"
     assert not secret["metadata"].get("ownerReferences")
     assert await kube.get(POD, namespace, "ann-notebook") is None
+
+
+async def cli(cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    argv = [sys.executable, "-m", "jupyternetes_ssa", *args]
+    return await asyncio.to_thread(
+        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+async def test_the_sealing_key_command_shows_rotates_and_retires_only_unused_keys(
+    cluster, kube: Kube, namespace: str
+):
+    old = await setup(kube, namespace)
+    await put(kube, sealed_instance(namespace, "ann", sealing.seal(TOKEN, old, namespace, "ann")))
+    ns = ("--key-namespace", namespace)
+
+    shown = await cli(cluster, "sealing-key", "show", *ns)
+    rotated = await cli(cluster, "sealing-key", "rotate", *ns)
+    new = (await keys.load(kube, namespace)).current
+    refused = await cli(cluster, "sealing-key", "retire", old.key_id, *ns)
+    current = await cli(cluster, "sealing-key", "retire", new, "--force", *ns)
+
+    assert shown.returncode == 0 and f"{old.key_id} (current): 1 instance(s)" in shown.stdout
+    assert rotated.returncode == 0 and f"new current key {new}" in rotated.stdout
+    assert (await keys.read_public_key(kube, namespace)).key_id == new != old.key_id
+    assert refused.returncode == 1 and "1 instance(s) still use key" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert current.returncode == 1 and "is the current key" in current.stderr
+    assert set((await keys.load(kube, namespace)).keys) == {old.key_id, new}
+
+    await kube.delete(INSTANCE, namespace, "ann")
+    await wait_for(
+        lambda: _instance_gone(kube, namespace, "ann"), timeout=60, message="ann deleted"
+    )
+    retired = await cli(cluster, "sealing-key", "retire", old.key_id, *ns)
+
+    assert retired.returncode == 0, retired.stderr
+    assert set((await keys.load(kube, namespace)).keys) == {new}
+
+
+async def _instance_gone(kube: Kube, namespace: str, name: str) -> bool:
+    return await kube.get(INSTANCE, namespace, name) is None
