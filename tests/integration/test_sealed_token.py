@@ -84,6 +84,18 @@ async def test_the_first_pass_creates_and_publishes_a_key_and_later_passes_keep_
     assert list(ring.keys) == [public.key_id] and ring.current == public.key_id
 
 
+async def test_a_dry_run_creates_no_key_and_the_hub_is_told_what_is_missing(
+    kube: Kube, namespace: str
+):
+    await once(kube, namespace, dry_run=True)
+
+    assert await kube.get(SECRET, namespace, keys.KEY_SECRET) is None
+    with pytest.raises(sealing.NoSealingKey) as err:
+        await keys.read_public_key(kube, namespace)
+    assert f"ConfigMap {namespace}/jupyternetes-ssa-public-key" in str(err.value)
+    assert "sealing_key_namespace" in str(err.value)
+
+
 async def test_a_sealed_token_becomes_a_secret_owned_by_its_instance_and_nowhere_else(
     kube: Kube, namespace: str
 ):
