@@ -40,6 +40,20 @@ def local_cluster(ctx: typer.Context) -> None:
     local_cluster_app(args=ctx.args, prog_name=ctx.command_path)
 
 
+@app.command(
+    "sealing-key",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sealing_key(ctx: typer.Context) -> None:
+    """The reconciler's keys for sealed API tokens: show, rotate, retire.
+
+    Imported only when this command runs (it brings in the cryptography library)."""
+    from jupyternetes_ssa.keys_cli import app as sealing_key_app
+
+    sealing_key_app(args=ctx.args, prog_name=ctx.command_path)
+
+
 class Output(StrEnum):
     """How a pass is summarised."""
 
@@ -195,6 +209,12 @@ AllowKinds = Annotated[
         "(repeatable; default: none).",
     ),
 ]
+KeyNamespace = Annotated[
+    str | None,
+    typer.Option(
+        help="Namespace of the sealing keys (default: POD_NAMESPACE, else the service account's)."
+    ),
+]
 Kubeconfig = Annotated[str | None, typer.Option(envvar="KUBECONFIG", help="Kubeconfig file.")]
 Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 
@@ -202,6 +222,8 @@ Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 def _settings(
     namespace: list[str], template_namespace: list[str], allow_kind: list[str], **kw
 ) -> Settings:
+    if kw.get("key_namespace", "") is None:
+        del kw["key_namespace"]
     return Settings(
         namespaces=tuple(namespace),
         template_namespaces=tuple(template_namespace),
@@ -297,6 +319,7 @@ def reconcile(
     ] = "0.0.0.0",
     log_format: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     log_level: Annotated[LogLevel, typer.Option(help="Least severe level logged.")] = LogLevel.info,
+    key_namespace: KeyNamespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -321,6 +344,7 @@ def reconcile(
         retry_period_seconds=retry_period,
         health_port=health_port,
         health_host=health_host,
+        key_namespace=key_namespace,
     )
     if once or dry_run:
         summary = _pass_and_report(kubeconfig, context, settings, output)
@@ -342,6 +366,7 @@ def diff(
     catalog_namespace: CatalogNamespaces = [],  # noqa: B006
     allow_kind: AllowKinds = [],  # noqa: B006
     output: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
+    key_namespace: KeyNamespace = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
@@ -352,6 +377,7 @@ def diff(
         allow_kind,
         catalog_namespaces=tuple(catalog_namespace),
         dry_run=True,
+        key_namespace=key_namespace,
     )
     summary = _pass_and_report(kubeconfig, context, settings, output)
     raise typer.Exit(0 if summary.ok else 1)

@@ -36,6 +36,7 @@ from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import template_key, uses_selector
+from jupyternetes_ssa.tokens import prepare
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,9 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set (exit 0) or leadership is lost (exit 1)."""
+        await prepare(
+            self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run
+        )
         self.informers = self._informers(await owned_resources(self.kube, self.s))
         tasks = self.tasks
         tasks += [

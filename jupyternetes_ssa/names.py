@@ -64,3 +64,8 @@ def _strip_and_hash(raw: str, max_length: int) -> str:
     keep = max_length - HASH_LENGTH - len(_SEPARATOR)
     prefix = _NON_ALNUM.sub("-", raw.lower()).lstrip("-")[:keep].rstrip("-") or "x"
     return f"{prefix}{_SEPARATOR}{digest}"
+
+
+def token_secret_name(instance: str) -> str:
+    """The Secret (key `token`) the reconciler writes for an instance with a sealed token."""
+    return safe_name(f"{instance}-hub-token")

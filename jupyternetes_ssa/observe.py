@@ -29,6 +29,7 @@ from jupyternetes_ssa.kube import (
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import uses_selector
+from jupyternetes_ssa.tokens import Sealing
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Observed:
     # Read only while some template grants by namespace selector (tenancy.py).
     namespaces: dict[Key, Manifest] = field(default_factory=dict)
     namespaces_known: bool = False
+    sealing: Sealing = field(default_factory=Sealing)  # keys and token Secrets (tokens.py)
 
     @property
     def pods(self) -> dict[Key, Manifest]:
@@ -82,13 +84,20 @@ class Observed:
             return self.instances
         return self.owned.get(kind_key(obj.get("apiVersion", ""), obj.get("kind", "")))
 
+    def _cache_for(self, obj: Manifest) -> dict[Key, Manifest] | None:
+        """store_for, plus the token Secrets we wrote (never listed; not a kind we may create)."""
+        store = self.store_for(obj)
+        if store is None and obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1":
+            return self.sealing.secrets
+        return store
+
     def remember(self, obj: Manifest) -> None:
         """Keep an object we just wrote, unless the cache already holds a newer version.
 
         Saves a redundant apply or status write when the next reconcile of the same instance
         runs before the watch has delivered our own change.
         """
-        store = self.store_for(obj)
+        store = self._cache_for(obj)
         if store is None:
             return
         key = key_of(obj)
@@ -97,7 +106,7 @@ class Observed:
             store[key] = obj
 
     def forget(self, obj: Manifest) -> None:
-        store = self.store_for(obj)
+        store = self._cache_for(obj)
         if store is not None:
             store.pop(key_of(obj), None)
 
@@ -108,7 +117,7 @@ class Observed:
 
     def live(self, manifest: Manifest) -> Manifest | None:
         """The live object for a manifest we would apply (None if absent or not watched)."""
-        return (self.store_for(manifest) or {}).get(key_of(manifest))
+        return (self._cache_for(manifest) or {}).get(key_of(manifest))
 
     def warnings_for(self, pod: Manifest) -> list[Manifest]:
         """Warning events about this pod (this incarnation: matched by uid), newest last."""

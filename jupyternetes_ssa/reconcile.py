@@ -33,6 +33,7 @@ from jupyternetes_ssa.status import (
     views_from_outcomes,
 )
 from jupyternetes_ssa.tenancy import check_grant, template_key
+from jupyternetes_ssa.tokens import prepare, template_views, with_token_secret
 from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
 from jupyternetes_ssa.validate import validated_render
 from jupyternetes_ssa.wait import wait_gone
@@ -149,6 +150,7 @@ async def _converge(
     try:
         rendered = validated_render(resolve_template(observed, instance, settings), instance)
         check_kinds(rendered, observed, str(result.instance))
+        rendered = await with_token_secret(kube, observed.sealing, instance, rendered, settings)
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
         return live_views(observed, instance), None
@@ -170,7 +172,7 @@ async def _converge(
     )
     if failed:
         result.error, result.reason = failed[0].message, failed[0].reason or "ApplyFailed"
-    return views_from_outcomes(result.outcomes), rendered
+    return template_views(views_from_outcomes(result.outcomes)), rendered
 
 
 async def _purge(
@@ -246,6 +248,8 @@ async def _finish_recreates(
 async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = False) -> Summary:
     """One full pass over every served instance, then garbage collection."""
     observed = await observe(kube, settings, await owned_resources(kube, settings))
+    if not prune_only:
+        await prepare(kube, observed.sealing, settings.key_namespace, create=not settings.dry_run)
     summary = Summary()
     wanted: Wanted = {}
     gate = asyncio.Semaphore(settings.concurrency)

@@ -20,7 +20,7 @@ from deepmerge import always_merger
 
 from jupyternetes_ssa import GROUP, VERSION, labels, patches
 from jupyternetes_ssa.errors import RenderError
-from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name
+from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name, token_secret_name
 from jupyternetes_ssa.strategy import item_strategy
 from jupyternetes_ssa.tenancy import template_key
 from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, RenderedItem, Section
@@ -53,6 +53,7 @@ VAR_INSTANCE_NAME = "jupyternetes.instance.name"
 VAR_INSTANCE_NAMESPACE = "jupyternetes.instance.namespace"
 VAR_TEMPLATE_NAME = "jupyternetes.template.name"
 VAR_TEMPLATE_NAMESPACE = "jupyternetes.template.namespace"
+VAR_API_TOKEN_SECRET = "jupyterhub.api_token_secret"  # only with spec.sealedApiToken (tokens.py)
 ITEM_VAR_PREFIX: dict[Section, str] = {
     "pvcs": "jupyternetes.pvcs.",
     "otherResources": "jupyternetes.other.",
@@ -246,7 +247,9 @@ def _check_reserved(user: Mapping[str, str], item_names: Mapping[str, str]) -> N
             )
 
 
-def _base_variables(user: Mapping[str, str], inst: ObjectRef, tmpl: ObjectRef) -> dict[str, str]:
+def _base_variables(
+    user: Mapping[str, str], inst: ObjectRef, tmpl: ObjectRef, sealed_token: bool = False
+) -> dict[str, str]:
     """Instance variables plus the instance/template built-ins (item names come later)."""
     builtins = {
         VAR_INSTANCE_NAME: inst.name,
@@ -254,6 +257,8 @@ def _base_variables(user: Mapping[str, str], inst: ObjectRef, tmpl: ObjectRef) -
         VAR_TEMPLATE_NAME: tmpl.name,
         VAR_TEMPLATE_NAMESPACE: tmpl.namespace,
     }
+    if sealed_token:
+        builtins[VAR_API_TOKEN_SECRET] = token_secret_name(inst.name)
     _check_no_override(user, builtins)
     return {**user, **builtins}
 
@@ -562,7 +567,8 @@ def _render(template: Manifest, instance: Manifest, inst: ObjectRef) -> Rendered
     tmpl = ObjectRef(TEMPLATE_KIND, template_namespace(template, instance), tmpl_name)
     uid = _get(instance, "metadata", "uid") or None
     user = _instance_variables(instance)
-    ctx = _Context(inst, tmpl, uid, _base_variables(user, inst, tmpl))
+    sealed = _get(instance, "spec", "sealedApiToken") is not None
+    ctx = _Context(inst, tmpl, uid, _base_variables(user, inst, tmpl, sealed))
     items = _active_items(_items(template), ctx.variables)
     names = _object_names(items, ctx)
     item_vars = {f"{ITEM_VAR_PREFIX[s]}{i}": n for (s, i), n in names.items()}

@@ -7,6 +7,16 @@ import socket
 from dataclasses import dataclass, field
 
 
+def _own_namespace() -> str:
+    """Where the reconciler runs: POD_NAMESPACE, else its in-cluster service account's."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            found = f.read().strip()
+    except OSError:
+        found = ""
+    return os.environ.get("POD_NAMESPACE") or found or "default"
+
+
 def _identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -33,6 +43,7 @@ class Settings:
     identity: str = field(default_factory=_identity)
     health_port: int = 8080  # /healthz /readyz /metrics; 0 = off
     health_host: str = "0.0.0.0"
+    key_namespace: str = field(default_factory=_own_namespace)  # sealing keys (keys.py)
 
     def template_allowed(self, namespace: str) -> bool:
         """--template-namespace restricts where templates come from; a catalogue is one such."""

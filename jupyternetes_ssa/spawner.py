@@ -10,7 +10,6 @@ reconciler to purge them (`spec.purge`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import html
 import inspect
 import os
@@ -22,13 +21,13 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import keys
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, Resource
+from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
+from jupyternetes_ssa.sealing import seal
 from jupyternetes_ssa.types import Manifest
 
-SECRET = Resource("v1", "Secret", "secrets")
 FATAL = {
     "RenderFailed",
     "TemplateNotFound",
@@ -36,6 +35,12 @@ FATAL = {
     "ApplyFailed",
     "ItemFailed",
     "PurgeFailed",
+    "SealingKeyMissing",
+    "SealingKeyUnknown",
+    "SealedForAnotherInstance",
+    "SealedTokenTampered",
+    "SealedTokenInvalid",
+    "TokenSecretConflict",
 }
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
@@ -122,13 +127,18 @@ class JupyternetesSpawner(Spawner):
         "display_name, description, template_name, template_namespace, variables, "
         "default.",
     )
-    api_token_secret = Bool(
+    api_token_in_variables = Bool(
         False,
         config=True,
-        help="Keep the hub's API token out of the "
-        "instance: write it to a Secret named by the variable "
-        "jupyterhub.api_token_secret (key `token`). The hub then needs "
-        "create/patch on secrets.",
+        help="INSECURE opt-in for the original Jupyternetes' templates: send the API token in "
+        "plain text as the variable jupyterhub.api_token, readable by anyone who can read "
+        "instances. Default: seal it to the reconciler's key (spec.sealedApiToken).",
+    )
+    sealing_key_namespace = Unicode(
+        "",
+        config=True,
+        help="Namespace of the reconciler's public-key ConfigMap (jupyternetes-ssa-public-key); "
+        "empty: the instances' namespace.",
     )
     field_manager = Unicode("jupyterhub-jupyternetes", config=True)
     pod_item = Unicode(
@@ -234,9 +244,7 @@ class JupyternetesSpawner(Spawner):
                 "jupyterhub.service_prefix": env.get("JUPYTERHUB_SERVICE_PREFIX", ""),
             }
         )
-        if self.api_token_secret:
-            variables["jupyterhub.api_token_secret"] = token_secret_name(name)
-        else:
+        if self.api_token_in_variables:
             variables["jupyterhub.api_token"] = self.api_token
         for key, value in {**self.extra_variables, **profile.get("variables", {})}.items():
             variables[key] = await _resolve(value, self)
@@ -259,11 +267,8 @@ class JupyternetesSpawner(Spawner):
             if watch.instance(self.instance_name) is not None:  # left over from a crash
                 await self._delete_and_wait(kube, watch)
             body = await self._instance_body(profile)
-            if self.api_token_secret:
-                await self._apply_token_secret(kube, None)
+            body["spec"].update(await self._sealed_token(kube))
             live = await kube.apply(body, field_manager=self.field_manager)
-            if self.api_token_secret:
-                await self._apply_token_secret(kube, live)
             return await self._wait_ready(watch, live["metadata"]["uid"])
         finally:
             self._starting = False
@@ -287,32 +292,19 @@ class JupyternetesSpawner(Spawner):
             },
         }
 
-    async def _apply_token_secret(self, kube: Kube, instance: Manifest | None) -> None:
-        meta: dict[str, Any] = {
-            "name": token_secret_name(self.instance_name),
-            "namespace": self.namespace,
-            "labels": {labels.INSTANCE: self.instance_name},
-        }
-        if instance is not None:
-            meta["ownerReferences"] = [
-                {
-                    "apiVersion": INSTANCE.api_version,
-                    "kind": INSTANCE.kind,
-                    "name": self.instance_name,
-                    "uid": instance["metadata"]["uid"],
-                }
-            ]
-        token = base64.b64encode(self.api_token.encode()).decode()
-        await kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": meta,
-                "type": "Opaque",
-                "data": {"token": token},
-            },
-            field_manager=self.field_manager,
-        )
+    async def _sealed_token(self, kube: Kube) -> dict:
+        """spec.sealedApiToken: the token sealed to the reconciler's key for this instance only."""
+        if self.api_token_in_variables:
+            self.log.warning(
+                "jupyternetes: api_token_in_variables is on: %s/%s holds the API token in plain "
+                "text (spec.variables)",
+                self.namespace,
+                self.instance_name,
+            )
+            return {}
+        public = await keys.read_public_key(kube, self.sealing_key_namespace or self.namespace)
+        sealed = seal(self.api_token, public, self.namespace, self.instance_name)
+        return {"sealedApiToken": sealed}
 
     def _ready_url(self, instance: Manifest, uid: str) -> str | None:
         """The server's URL once the instance reports a ready pod, or raise on a fatal error."""
@@ -338,14 +330,16 @@ class JupyternetesSpawner(Spawner):
         return next((p for p in candidates if p.get("podAddress") and p.get("portNumber")), None)
 
     async def _wait_ready(self, watch: InstanceWatch, uid: str) -> str:
+        seen = False  # the watch may not have delivered our own apply yet
         while True:
             changed = watch.event(self.instance_name)
             instance = watch.instance(self.instance_name)
-            if instance is None:
+            seen = seen or (instance or {}).get("metadata", {}).get("uid") == uid
+            if instance is None and seen:
                 raise RuntimeError(
                     f"instance {self.namespace}/{self.instance_name} was deleted while starting"
                 )
-            if url := self._ready_url(instance, uid):
+            if instance is not None and (url := self._ready_url(instance, uid)):
                 return url
             await changed.wait()
 
@@ -464,10 +458,6 @@ async def _resolve(value: Any, spawner: Spawner) -> str:
         if inspect.isawaitable(value):
             value = await value
     return str(value)
-
-
-def token_secret_name(instance: str) -> str:
-    return f"{instance}-hub-token"
 
 
 def _label(value: str) -> str:

@@ -55,6 +55,8 @@ async def put(kube: Kube, obj: dict) -> dict:
 
 
 async def once(kube: Kube, namespace: str, **settings: Any) -> Summary:
+    """One pass over `namespace`, whose sealing keys live there too (not in `default`)."""
+    settings.setdefault("key_namespace", namespace)
     return await reconcile_once(kube, Settings(namespaces=(namespace,), **settings))
 
 

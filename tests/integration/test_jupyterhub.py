@@ -1,10 +1,14 @@
 """End to end: a real JupyterHub (with its proxy) spawns through JupyternetesSpawner, holding only
 the Role in examples/hub-rbac.yaml; the continuous reconciler renders the pod; the fake node runs
 the real `jupyterhub-singleuser` on the pod's loopback address; a request through the hub's proxy
-reaches it. Then stop, start again on the same PVC, and delete the user (PVC purged)."""
+reaches it. Then stop, start again on the same PVC, and delete the user (PVC purged).
+
+The API token travels sealed (spec.sealedApiToken): a spy in the hub's process records every
+request the spawner sends to the apiserver, so the tests can show the token is in none of them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -23,9 +27,11 @@ import rbac_audit
 import yaml
 from reconcile_helpers import EXAMPLES, put
 
-from jupyternetes_ssa.kube import INSTANCE, PVC, TEMPLATE, ApiError, Kube, Resource
+from jupyternetes_ssa import keys
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, TEMPLATE, ApiError, Kube, Resource
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.local_cluster.identity import can, request_token, token_kubeconfig
+from jupyternetes_ssa.sealing import token_secret_name
 from jupyternetes_ssa.spawner import instance_name
 
 pytestmark = pytest.mark.integration
@@ -46,6 +52,7 @@ class Hub:
     namespace: str
     kubeconfig: Path  # the hub's own narrow identity
     log: Path
+    spy: Path  # every request the hub's spawner sent to the apiserver, one JSON line each
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +66,14 @@ async def hub_namespace(cluster) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 async def hub_identity(cluster, hub_namespace: str, tmp_path_factory) -> Path:
-    """The hub's ServiceAccount with exactly the Roles of examples/hub-rbac.yaml."""
+    """The hub's ServiceAccount with exactly the Roles of examples/hub-rbac.yaml, next to the
+    reconciler's public-key Roles (examples/deploy/rbac/sealing-key: readable by anyone)."""
     kube = Kube(cluster.api)
-    for doc in yaml.safe_load_all((EXAMPLES / "hub-rbac.yaml").read_text()):
-        doc["metadata"]["namespace"] = hub_namespace
-        await _create(kube, doc)
+    sealing_key = EXAMPLES / "deploy" / "rbac" / "sealing-key" / "role.yaml"
+    for path in (EXAMPLES / "hub-rbac.yaml", sealing_key):
+        for doc in yaml.safe_load_all(path.read_text()):
+            doc["metadata"]["namespace"] = hub_namespace
+            await _create(kube, doc)
     user = f"system:serviceaccount:{hub_namespace}:jupyterhub"
     await wait_for(
         lambda: can(
@@ -107,11 +117,19 @@ async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIter
                 hub_namespace,
                 "--health-port",
                 "0",
+                "--key-namespace",
+                hub_namespace,
             ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    kube = Kube(cluster.api)
+    await wait_for(
+        lambda: kube.get(keys.CONFIGMAP, hub_namespace, keys.PUBLIC_CONFIGMAP),
+        timeout=60,
+        message=f"the reconciler publishes its public key (log: {log})",
+    )
     yield
     proc.terminate()
     proc.wait(timeout=30)
@@ -128,11 +146,16 @@ async def hub(
         template["spec"]["pods"][0]["spec"]["containers"][0]["args"] = ["--allow-root"]
     await put(kube, template)
     workdir = tmp_path_factory.mktemp("jupyterhub")
+    spy = workdir / "kube-requests.jsonl"
+    (workdir / "kube_spy.py").write_text(SPY)
     token = secrets.token_hex(16)
     proxy_port, hub_port = free_port(), free_port()
     chp = str(Path(sys.executable).parent / "configurable-http-proxy")
     (workdir / "jupyterhub_config.py").write_text(
         textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, "{workdir}")
+        import kube_spy  # noqa
         c.JupyterHub.ip = "127.0.0.1"
         c.JupyterHub.port = {proxy_port}
         c.JupyterHub.hub_ip = "127.0.0.1"
@@ -150,7 +173,6 @@ async def hub(
         c.JupyternetesSpawner.namespace = "{hub_namespace}"
         c.JupyternetesSpawner.template_name = "hub-template"
         c.JupyternetesSpawner.kubeconfig = "{hub_identity}"
-        c.JupyternetesSpawner.api_token_secret = True
         c.JupyternetesSpawner.start_timeout = 120
         c.JupyternetesSpawner.http_timeout = 60
         c.JupyternetesSpawner.delete_timeout = 60
@@ -164,6 +186,7 @@ async def hub(
     )
     log = workdir / "jupyterhub.log"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env["KUBE_SPY_LOG"] = str(spy)
     env.pop("KUBECONFIG", None)  # the hub must use nothing but its own narrow identity
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -179,7 +202,7 @@ async def hub(
     )
     try:
         await wait_for(lambda: _up(api), timeout=60, message=f"JupyterHub up (log: {log})")
-        yield Hub(base, api, hub_namespace, hub_identity, log)
+        yield Hub(base, api, hub_namespace, hub_identity, log, spy)
     finally:
         await api.aclose()
         proc.terminate()
@@ -191,6 +214,26 @@ async def hub(
         if cluster.local is not None:  # the single-user servers' own logs, for a failing run
             for server_log in cluster.local.state_dir.rglob("notebook.log"):
                 print(f"--- {server_log}\n{server_log.read_text()[-4000:]}")
+
+
+SPY = """
+# A spy in the hub's process, not a mock: every request still goes to the apiserver.
+import json, os
+from jupyternetes_ssa import kube
+
+_request = kube.Kube.request
+
+
+async def _spy(self, method, res, namespace, url, **kwargs):
+    line = {"method": method, "resource": res.plural, "namespace": namespace, "url": url,
+            "params": repr(kwargs.get("params")), "content": kwargs.get("content")}
+    with open(os.environ["KUBE_SPY_LOG"], "a") as out:
+        out.write(json.dumps(line) + "\\n")
+    return await _request(self, method, res, namespace, url, **kwargs)
+
+
+kube.Kube.request = _spy
+"""
 
 
 async def _up(api: httpx.AsyncClient) -> bool:
@@ -276,9 +319,17 @@ async def test_a_user_server_starts_serves_through_the_proxy_restarts_and_is_del
     assert not any(token in v for v in variables.values())
     assert variables["jupyterhub.user.name"] == user
     assert variables["jupyternetes.instance.name"] == name
-    secret_name = variables["jupyterhub.api_token_secret"]
-    secret = await kube.get(SECRET, hub.namespace, secret_name)
+    sealed = instance["spec"]["sealedApiToken"]
+    secret = await kube.get(SECRET, hub.namespace, token_secret_name(name))
     assert secret["metadata"]["ownerReferences"][0]["uid"] == instance["metadata"]["uid"]
+    server_token = base64.b64decode(secret["data"]["token"]).decode()
+    assert server_token not in json.dumps(instance)
+    sent = hub.spy.read_text()
+    assert server_token not in sent, "the hub sent the token in plain text to the apiserver"
+    assert sealed["ciphertext"] in sent  # ... only sealed, in its apply of the instance
+    # The server's token is the one JupyterHub issued for it: the hub knows it as alice's server.
+    me = await hub.api.get("/user", headers={"Authorization": f"token {server_token}"})
+    assert me.status_code == 200 and me.json()["name"] == user, me.text
     address = instance["status"]["pods"]["notebook"]["podAddress"]
     assert address.startswith("127.")
     assert model["url"] == f"/user/{user}/"
@@ -378,6 +429,19 @@ async def test_the_hubs_identity_cannot_touch_pods_pvcs_or_templates(hub: Hub):
     with pytest.raises(ApiError) as refused:
         await kube.list(SECRET, hub.namespace)
     assert refused.value.status == 403
+    minted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "minted", "namespace": hub.namespace},
+        "type": "Opaque",
+    }
+    for attempt in (
+        lambda: kube.get(SECRET, hub.namespace, keys.KEY_SECRET),  # the reconciler's keys
+        lambda: kube.create(minted),
+    ):
+        with pytest.raises(ApiError) as refused:
+            await attempt()
+        assert refused.value.status == 403
 
 
 async def test_progress_comes_from_the_instances_status(hub: Hub):
@@ -416,3 +480,54 @@ async def test_profiles_choose_variables_and_an_unknown_choice_is_refused(cluste
     instance = await kube.get(INSTANCE, hub.namespace, instance_name(user, "alt"))
     assert instance["spec"]["variables"]["flavor"] == "alt"
     await _stop(hub, user, "alt")
+
+
+async def test_a_sealed_token_replayed_into_another_instance_is_refused(cluster, hub: Hub):
+    kube = Kube(cluster.api)
+    user = "frank"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+    await _start(hub, user)
+    instance = await kube.get(INSTANCE, hub.namespace, instance_name(user))
+    spec = json.loads(json.dumps(instance["spec"]))
+    spec["variables"]["jupyternetes.instance.name"] = "replayed"
+    await put(
+        kube,
+        {
+            "apiVersion": INSTANCE.api_version,
+            "kind": INSTANCE.kind,
+            "metadata": {"name": "replayed", "namespace": hub.namespace},
+            "spec": spec,  # the spawner's ciphertext, copied as it is
+        },
+    )
+
+    async def refused() -> dict | None:
+        status = (await kube.get(INSTANCE, hub.namespace, "replayed")).get("status") or {}
+        degraded = next((c for c in status.get("conditions", []) if c["type"] == "Degraded"), {})
+        return degraded if degraded.get("status") == "True" else None
+
+    degraded = await wait_for(refused, timeout=60, message="the replayed instance is refused")
+
+    assert degraded["reason"] == "SealedForAnotherInstance", degraded
+    assert await kube.get(SECRET, hub.namespace, token_secret_name("replayed")) is None
+    assert await kube.get(POD, hub.namespace, "replayed-notebook") is None
+    await kube.delete(INSTANCE, hub.namespace, "replayed")
+    await _stop(hub, user)
+
+
+async def test_key_rotation_keeps_running_servers_and_new_ones_use_the_new_key(cluster, hub: Hub):
+    kube = Kube(cluster.api)
+    user = "erin"
+    assert (await hub.api.post(f"/users/{user}")).status_code == 201
+    token = await _user_token(hub, user)
+    await _start(hub, user)
+    before = (await kube.get(INSTANCE, hub.namespace, instance_name(user)))["spec"]
+
+    ring = await keys.rotate(kube, hub.namespace)
+    await _start(hub, user, "after")
+
+    after = (await kube.get(INSTANCE, hub.namespace, instance_name(user, "after")))["spec"]
+    assert after["sealedApiToken"]["keyId"] == ring.current != before["sealedApiToken"]["keyId"]
+    assert (await _through_proxy(hub, user, token)).status_code == 200
+    assert (await _through_proxy(hub, user, token, "after")).status_code == 200
+    await _stop(hub, user, "after")
+    await _stop(hub, user)

@@ -148,7 +148,9 @@ async def test_steady_state_costs_no_writes(kube: Kube, namespace: str):
     assert actions(summary, "jovyan") == {"unchanged": 2}
     assert not result_for(summary, "jovyan").status_written
     assert set(calls) == {"GET"}, calls
-    assert len(calls) == 5  # one list per kind: instances, templates, pods, PVCs, events
+    # one list per kind (instances, templates, pods, PVCs, events), and the sealing keys' Secret
+    # and public-key ConfigMap, read at the start of every once-mode pass (tokens.prepare)
+    assert len(calls) == 7
     after = [
         await kube.get(r, namespace, n)
         for r, n in ((POD, "jovyan-notebook"), (PVC, "jovyan-workspace"))

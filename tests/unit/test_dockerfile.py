@@ -310,6 +310,38 @@ def test_leader_election_may_only_touch_its_own_lease():
     assert by_verbs[("get", "update")]["resourceNames"] == ["jupyternetes-ssa"]
 
 
+def test_the_sealing_key_roles_touch_only_the_public_key_configmap():
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d for d in load(DEPLOY / "rbac/sealing-key/role.yaml")
+    }
+    own = docs["Role", "jupyternetes-ssa-sealing-key"]["rules"]
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in own} == {
+        ("create",): None,
+        ("get", "update"): ["jupyternetes-ssa-public-key"],
+    }
+    reader = docs["Role", "jupyternetes-ssa-public-key-reader"]["rules"]
+    assert reader == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["jupyternetes-ssa-public-key"],
+            "verbs": ["get"],
+        }
+    ]
+    assert all(r["resources"] == ["configmaps"] for r in own)
+
+
+def test_the_hub_may_write_instances_and_nothing_else():
+    (role,) = [d for d in load(REPO / "examples" / "hub-rbac.yaml") if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["kadense.io"],
+            "resources": ["jupyternotebookinstances"],
+            "verbs": ["list", "watch", "create", "patch", "delete"],
+        }
+    ]
+
+
 def containers(pod_spec: dict) -> dict[str, dict]:
     return {c["name"]: c for c in pod_spec["containers"]}
 

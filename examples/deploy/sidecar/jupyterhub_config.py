@@ -7,6 +7,5 @@ c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_connect_ip = "hub"  # the Service in hub-service.yaml
 c.JupyterHub.spawner_class = "jupyternetes"
 c.JupyternetesSpawner.template_name = "hub-template"  # examples/hub-template.yaml
-# The token goes to a Secret owned by the instance, not into the instance. Needs the Secret rights
-# of hub-rbac.yaml, which ../hub-secrets-guard narrows to exactly those Secrets.
-c.JupyternetesSpawner.api_token_secret = True
+# The API token is sealed to the reconciler's public key, which the sidecar publishes in this
+# namespace (ConfigMap jupyternetes-ssa-public-key): the default, nothing to configure.
