@@ -28,41 +28,62 @@ def test_named_servers_never_collide_with_each_other_or_the_default_one():
     assert all(len(n) == 32 and n.isalnum() and n.islower() for n in names)
 
 
-def test_the_chosen_profile_or_the_default_one():
+async def test_the_chosen_profile_or_the_default_one():
     spawner = JupyternetesSpawner(profiles=PROFILES)
-    assert spawner.chosen_profile()["slug"] == "gpu"
-    spawner.user_options = {"profile": "small"}
-    assert spawner.chosen_profile()["slug"] == "small"
+    assert (await spawner._choose({})).slug == "gpu"
+    assert (await spawner._choose({"profile": "small"})).slug == "small"
 
 
-def test_a_profile_not_in_the_list_is_refused():
+async def test_a_profile_not_in_the_list_is_refused_with_400():
     spawner = JupyternetesSpawner(profiles=PROFILES)
-    spawner.user_options = {"profile": "root-shell"}
     with pytest.raises(web.HTTPError) as refused:
-        spawner.chosen_profile()
+        await spawner._choose({"profile": "root-shell"})
     assert refused.value.status_code == 400
     assert "small, gpu" in refused.value.log_message
 
 
-def test_no_profiles_means_no_form_and_no_choice():
+async def test_a_kubespawner_override_is_a_configuration_error_not_a_users_fault():
+    spawner = JupyternetesSpawner(profile_list=[{"display_name": "X", "kubespawner_override": {}}])
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner._choose({})
+    assert refused.value.status_code == 500
+    assert "JupyterNotebookTemplate" in refused.value.log_message
+
+
+async def test_no_profiles_means_no_form_and_no_choice():
     spawner = JupyternetesSpawner()
     assert spawner.options_form == ""
-    assert spawner.chosen_profile() == {}
+    choice = await spawner._choose({"profile": "anything"})
+    assert choice.slug == "" and choice.variables == {}
 
 
-def test_the_options_form_escapes_names_and_preselects_the_default():
-    form = JupyternetesSpawner(profiles=PROFILES).options_form
+async def test_the_form_uses_kubespawners_field_names_and_refuses_what_is_not_offered():
+    spawner = JupyternetesSpawner(profiles=PROFILES)
+    form = spawner.options_form
     assert "Small &lt;cpu&gt;" in form
-    assert '<option value="gpu" selected>' in form
-    assert JupyternetesSpawner().options_from_form({"profile": ["gpu"]}) == {"profile": "gpu"}
+    assert 'name="profile" value="gpu" checked' in form
+    assert await spawner.run_options_from_form({"profile": ["gpu"]}) == {"profile": "gpu"}
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner.run_options_from_form({"profile": ["root-shell"]})
+    assert refused.value.status_code == 400
+
+
+async def test_a_callable_profile_list_is_rendered_per_user():
+    async def per_user(spawner):
+        return [{"display_name": f"For {spawner.template_name}"}]
+
+    spawner = JupyternetesSpawner(profile_list=per_user, template_name="t1")
+    assert "For t1" in await spawner.get_options_form()
+    assert (await spawner._choose({})).slug == "for-t1"
 
 
 def test_state_round_trips_and_clears():
     spawner = JupyternetesSpawner()
-    spawner.load_state({"instance_name": "abc", "instance_namespace": "jhub"})
-    assert spawner.get_state() == {"instance_name": "abc", "instance_namespace": "jhub"}
+    state = {"instance_name": "abc", "instance_namespace": "jhub", "template": {"name": "t"}}
+    spawner.load_state(state)
+    assert spawner.get_state() == state
     spawner.clear_state()
-    assert spawner.get_state() == {}
+    assert spawner.get_state() == {"instance_namespace": "jhub", "template": {"name": "t"}}
 
 
 @pytest.mark.parametrize(
