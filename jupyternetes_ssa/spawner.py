@@ -52,6 +52,14 @@ _BACKGROUND: set[asyncio.Task] = set()  # purges finishing after delete_forever 
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
+class SpawnFailed(RuntimeError):
+    """The server cannot start; JupyterHub shows `jupyterhub_message` to the user (API and page)."""
+
+    @property
+    def jupyterhub_message(self) -> str:
+        return str(self)
+
+
 def instance_name(user: str, server: str = "") -> str:
     """The original's name for the default server (uuid5 of the user name); named servers hash
     user and server joined by NUL, which no user or server name holds, so no two collide."""
@@ -314,7 +322,7 @@ class JupyternetesSpawner(Spawner):
             self._uid, self.template_ref = live["metadata"]["uid"], body["spec"]["template"]
             try:
                 return await self._wait_ready(watch, self._uid)
-            except RuntimeError:  # fatal: poll will say stopped, so JupyterHub will not stop it
+            except SpawnFailed:  # fatal: poll will say stopped, so JupyterHub will not stop it
                 await self._delete_quietly(kube)
                 raise
         finally:
@@ -381,7 +389,7 @@ class JupyternetesSpawner(Spawner):
             return None
         degraded = _condition(status, "Degraded")
         if degraded.get("status") == "True" and degraded.get("reason") in FATAL:
-            raise RuntimeError(f"jupyternetes: {degraded.get('reason')}: {degraded.get('message')}")
+            raise SpawnFailed(f"jupyternetes: {degraded.get('reason')}: {degraded.get('message')}")
         if _condition(status, "Ready").get("status") != "True":
             return None
         pod = self._serving_pod(status)
@@ -401,7 +409,7 @@ class JupyternetesSpawner(Spawner):
         while True:
             changed = watch.event(self.instance_name)
             if watch.deleted.get(self.instance_name) == uid:
-                raise RuntimeError(
+                raise SpawnFailed(
                     f"jupyternetes: instance {self.namespace}/{self.instance_name} was deleted "
                     "while starting"
                 )

@@ -106,6 +106,8 @@ async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIter
                 hub_namespace,
                 "--health-port",
                 "0",
+                "--allow-kind",  # hub-template's NetworkPolicy
+                "NetworkPolicy.networking.k8s.io",
             ],
             env=env,
             stdout=out,
