@@ -249,9 +249,8 @@ async def test_default_settings_start_any_user_name_on_the_shipped_template(clus
     assert variables["jupyterhub.user.name"] == user
     pod_name = instance["status"]["pods"]["notebook"]["resourceName"]
     pod = await kube.get(POD, hub.namespace, pod_name)
-    assert (
-        pod["metadata"]["labels"]["hub.jupyter.org/username"] == variables["jupyterhub.user.label"]
-    )
+    labels = pod["metadata"]["labels"]
+    assert labels["hub.jupyter.org/username"] == variables["jupyterhub.user.label"]
     assert pod["metadata"]["annotations"]["hub.jupyter.org/username"] == user
     assert all(is_label_value(v) for v in labels.values())
     assert pod["spec"]["automountServiceAccountToken"] is False
