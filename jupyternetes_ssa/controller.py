@@ -21,7 +21,7 @@ from jupyternetes_ssa.kube import EVENT, INSTANCE, TEMPLATE, Kube, Resource
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
-    WARNING_EVENTS,
+    POD_EVENTS,
     Key,
     Observed,
     identity,
@@ -109,7 +109,7 @@ class Controller:
                 s.namespaces,
                 self._event_cache,
                 self._on_event,
-                field_selector=WARNING_EVENTS,
+                field_selector=POD_EVENTS,
                 **kw,
             ),
         ]

@@ -91,6 +91,17 @@ def pod_problems(pod: Manifest | None, observed: Observed, limit: int = 3) -> st
     return "; ".join(_waiting_reasons(pod) + events)[:MAX_MESSAGE]
 
 
+def last_event(pod: Manifest | None, observed: Observed) -> str:
+    """While a pod starts, its newest normal event (Scheduled, Pulling, Started...): how far it
+    got. (Warnings already are in `errorMessage`.)"""
+    if pod is None or pod_state(pod) == "Running":
+        return ""
+    events = [e for e in observed.events_for(pod) if e.get("type") != "Warning"]
+    if not events:
+        return ""
+    return f"{events[-1].get('reason', '')}: {events[-1].get('message', '').strip()}"[:MAX_MESSAGE]
+
+
 def notebook_port(pod: Manifest) -> int | None:
     """The notebook container's port: the container named `notebook`, else the first one."""
     containers = pod.get("spec", {}).get("containers") or []
@@ -106,6 +117,8 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
     if view.section == "pods":
         entry["state"] = pod_state(view.live)
         problem = pod_problems(view.live, observed)
+        if event := last_event(view.live, observed):
+            params["lastEvent"] = event
         if view.live:
             if view.live.get("status", {}).get("podIP"):
                 entry["podAddress"] = view.live["status"]["podIP"]
@@ -164,13 +177,15 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
         return True, reason, f"changes waiting for a re-create: {detail}{hint}"
     starting = {k: e for k, e in pods.items() if e["state"] in ("Processed", "Missing")}
     if starting:
-        detail = "; ".join(
-            f"pod {k}: {e.get('errorMessage') or 'starting'}" for k, e in starting.items()
-        )
+        detail = "; ".join(f"pod {k}: {_starting_detail(e)}" for k, e in starting.items())
         return True, "PodsStarting", detail
     # An in-place update that was applied leaves nothing in progress: reporting it would cost
     # two status writes per instance for every template change.
     return False, "Converged", "every object matches the template"
+
+
+def _starting_detail(entry: dict) -> str:
+    return entry.get("errorMessage") or entry.get("parameters", {}).get("lastEvent") or "starting"
 
 
 def _degraded(error: str, reason: str, views: list[ItemView], items: dict[str, dict]):

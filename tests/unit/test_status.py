@@ -641,3 +641,22 @@ def test_needs_write_does_not_modify_its_arguments() -> None:
     before = copy.deepcopy((live, desired))
     needs_write(live, desired)
     assert (live, desired) == before
+
+
+def test_a_starting_pods_newest_normal_event_tells_how_far_it_got():
+    scheduled = {
+        **event("Scheduled", "assigned to node-1", "2024-01-01T00:00:01Z"),
+        "type": "Normal",
+    }
+    pulling = {**event("Pulling", "pulling image x", "2024-01-01T00:00:02Z"), "type": "Normal"}
+    old = {
+        **event("Started", "an earlier pod", "2024-01-01T00:00:03Z", uid="gone"),
+        "type": "Normal",
+    }
+    obs = observed_with(pulling, scheduled, old)
+    entry = item_status(pod_view(make_pod(phase="Pending")), obs)
+    assert entry["parameters"] == {"lastEvent": "Pulling: pulling image x"}
+    status = instance_status(instance(), [pod_view(make_pod(phase="Pending"))], obs, now="T1")
+    assert cond(status, "Progressing")["message"] == "pod notebook: Pulling: pulling image x"
+    running = item_status(pod_view(make_pod()), obs)
+    assert "parameters" not in running, "a running pod's history is not status"
