@@ -48,6 +48,8 @@ FATAL = {e.reason for e in (RenderError, TemplateNotFound, TemplateNotAllowed, K
     "ItemFailed",
     "PurgeFailed",
 }
+# How far a starting pod got, by the reason of its newest event (kubelet's and scheduler's).
+STEPS = {"Scheduled": 40, "Pulling": 50, "Pulled": 60, "Created": 70, "Started": 80}
 _BACKGROUND: set[asyncio.Task] = set()  # purges finishing after delete_forever returned
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
@@ -626,7 +628,11 @@ def _progress_event(instance: Manifest | None) -> dict[str, Any]:
     if status.get("podsProvisioned") != "Completed":
         return {"progress": 30, "message": "Creating storage and pod"}
     detail = progressing.get("message") or "starting"
-    return {"progress": 60, "message": f"Pod starting: {detail}"}
+    steps = [
+        STEPS.get(str(p.get("parameters", {}).get("lastEvent", "")).split(":")[0], 35)
+        for p in (status.get("pods") or {}).values()
+    ]
+    return {"progress": min(steps, default=35), "message": f"Pod starting: {detail}"}
 
 
 async def _resolve(value: Any, spawner: Spawner) -> str:

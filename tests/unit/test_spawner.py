@@ -103,8 +103,19 @@ def test_state_round_trips_and_clears():
                     }
                 ],
             },
-            60,
+            35,
             "ImagePullBackOff",
+        ),
+        (
+            {
+                "podsProvisioned": "Completed",
+                "pods": {"notebook": {"parameters": {"lastEvent": "Pulling: image x"}}},
+                "conditions": [
+                    {"type": "Progressing", "status": "True", "message": "pod notebook: Pulling"}
+                ],
+            },
+            50,
+            "Pod starting: pod notebook: Pulling",
         ),
         ({"conditions": [{"type": "Ready", "status": "True"}]}, 100, "Server ready"),
         (
