@@ -13,7 +13,7 @@ import signal
 import time
 from collections import defaultdict
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import events, labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
@@ -175,9 +175,12 @@ class Controller:
         self.observed.complete = self.synced()
         objects = None if only is None else self._objects_of(only)
         candidates = plan_prune(self.observed, self.wanted, objects)
-        for cand in await prune(self.kube, candidates, dry_run=self.s.dry_run):
+        pruned = await prune(self.kube, candidates, dry_run=self.s.dry_run)
+        for cand in pruned:
             log.info("pruned %s: %s", cand.ref, cand.reason)
             self.metrics.pruned.labels(cand.ref.kind).inc()
+        if not self.s.dry_run:
+            await events.record_pruned(self.kube, pruned, self.observed.instances)
 
     async def _process(self, key: Key) -> bool:
         """Reconcile one key; True when it failed (retry with backoff)."""

@@ -272,7 +272,7 @@ RECONCILER_RULES = {
     ("kadense.io", "jupyternotebookinstances/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"list", "watch"},
+    ("", "events"): {"list", "watch", "create", "patch"},  # events.py records on instances
 }
 
 
