@@ -23,7 +23,7 @@ import yaml
 from reconcile_helpers import EXAMPLES, put
 from test_jupyterhub import free_port, hub_identity, hub_namespace  # noqa: F401 (fixtures)
 
-from jupyternetes_ssa.kube import INSTANCE, POD, PVC, Kube, Resource
+from jupyternetes_ssa.kube import EVENT, INSTANCE, POD, PVC, Kube, Resource
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.names import is_label_value
 from jupyternetes_ssa.spawner import instance_name
@@ -463,7 +463,8 @@ async def test_deleting_a_user_is_quick_without_the_reconciler_and_when_its_prof
     )
 
 
-async def test_progress_tells_the_story_with_rising_percentages(hub):
+async def test_progress_tells_the_story_from_real_events_with_rising_percentages(cluster, hub):
+    kube = Kube(cluster.api)
     user = "kate"
     await _new_user(hub, user)
     spawn = asyncio.create_task(hub.api.post(_path(user)))
@@ -478,4 +479,12 @@ async def test_progress_tells_the_story_with_rising_percentages(hub):
     assert events[-1].get("ready") is True, events
     percentages = [e["progress"] for e in events if "progress" in e]
     assert percentages == sorted(percentages), events
+    steps = ("Scheduled: ", "Pulled: ", "Created: ", "Started: ")  # scheduler's and node's events
+    assert any(step in e.get("message", "") for e in events for step in steps), events
+    instance = await kube.get(INSTANCE, hub.namespace, instance_name(user))
+    told = await kube.list(
+        EVENT, hub.namespace, field_selector=f"involvedObject.uid={instance['metadata']['uid']}"
+    )
+    applied = [e["message"] for e in told.items if e["reason"] == "Applied"]
+    assert any("Pod" in m and "created" in m for m in applied), told.items  # kubectl describe jni
     await _stop(hub, user)
