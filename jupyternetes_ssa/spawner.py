@@ -167,6 +167,12 @@ class JupyternetesSpawner(Spawner):
         "(default: `notebook`, else the first with an address).",
     )
     delete_timeout = Float(120.0, config=True, help="Seconds stop/delete_forever wait.")
+    delete_pvc = Bool(
+        True,
+        config=True,
+        help="As kubespawner's: deleting a user or a named server purges its PVCs (spec.purge); "
+        "False keeps them.",
+    )
     purge_wait = Float(
         10.0,
         config=True,
@@ -529,6 +535,9 @@ class JupyternetesSpawner(Spawner):
         most: the hub's DELETE request is not held for minutes; the rest (wait for Purged, then
         delete the instance) runs on in the background. Needs no profile: a profile removed
         from the config since the server last ran does not matter."""
+        if not self.delete_pvc:
+            self.log.info("jupyternetes: delete_pvc is off; keeping %s's PVCs", self._log_name)
+            return
         self.instance_name = self._name()
         self.instance_namespace = self.instance_namespace or self.namespace  # where its PVCs are
         kube, watch = await self._kube(), await self._watch(self.instance_namespace)
