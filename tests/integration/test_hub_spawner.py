@@ -157,8 +157,14 @@ async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIter
 async def hub(cluster, hub_namespace, hub_identity, reconciler, tmp_path_factory):  # noqa: F811
     template = yaml.safe_load((EXAMPLES / "hub-template.yaml").read_text())
     template["metadata"]["namespace"] = hub_namespace
+    container = template["spec"]["pods"][0]["spec"]["containers"][0]
     if os.geteuid() == 0:  # CI runs as root here; jupyter_server refuses root unless told
-        template["spec"]["pods"][0]["spec"]["containers"][0]["args"] = ["--allow-root"]
+        container["args"] = ["--allow-root"]
+    # The shipped template reads the token from api_token_secret's Secret (how the token reaches
+    # the server is issue 14's); with the spawner's defaults it comes as the original sent it.
+    token = next(e for e in container["env"] if e["name"] == "JUPYTERHUB_API_TOKEN")
+    token.pop("valueFrom")
+    token["value"] = "{jupyterhub.api_token}"
     await put(Kube(cluster.api), template)
     hub = Hub(tmp_path_factory.mktemp("hub"), hub_namespace, hub_identity)
     await hub.start()
