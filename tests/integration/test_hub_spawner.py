@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -107,7 +108,8 @@ class Hub:
             c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
             c.JupyterHub.cleanup_servers = False  # servers outlive a hub restart (z2jh's too)
             c.JupyterHub.allow_named_servers = True
-            c.JupyterHub.authenticator_class = "null"
+            c.JupyterHub.authenticator_class = "dummy"  # users log in to test the spawn form
+            c.DummyAuthenticator.password = "pw"
             c.JupyterHub.services = [{{"name": "e2e", "api_token": "{token}"}}]
             c.JupyterHub.load_roles = [{{"name": "e2e", "services": ["e2e"],
                 "scopes": ["admin:users", "admin:servers", "admin:groups", "tokens",
@@ -298,14 +300,30 @@ async def test_per_group_profiles_named_servers_and_refused_choices(cluster, hub
 async def test_the_spawn_form_offers_kubespawners_fields_and_refuses_with_400(hub):
     user = "gina"
     await _new_user(hub, user)
-    form = await hub.api.get(f"{hub.url}/hub/spawn/{user}/f")
-    assert form.status_code == 200, form.text
-    assert 'name="profile" value="alt"' in form.text
+    async with httpx.AsyncClient(base_url=hub.url, timeout=60) as browser:  # a user's browser
+        login = await browser.get("/hub/login")
+        await browser.post(
+            "/hub/login",
+            data={"username": user, "password": "pw", "_xsrf": _xsrf(login.text)},
+        )
+        form = await browser.get(f"/hub/spawn/{user}/f")
+        assert form.status_code == 200, form.text[-2000:]
+        assert 'name="profile" value="alt"' in form.text
 
-    refused = await hub.api.post(f"{hub.url}/hub/spawn/{user}/f", data={"profile": "gpu"})
+        refused = await browser.post(
+            f"/hub/spawn/{user}/f", data={"profile": "gpu", "_xsrf": _xsrf(form.text)}
+        )
 
     assert refused.status_code == 400, refused.text[-2000:]
-    assert "unknown profile" in refused.text
+    assert (
+        "unknown profile &#39;gpu&#39;" in refused.text or "unknown profile 'gpu'" in refused.text
+    )
+
+
+def _xsrf(page: str) -> str:
+    found = re.search(r'(?:name="_xsrf" value=|xsrf_token: )"([^"]+)"', page)
+    assert found, page[-2000:]
+    return found.group(1)
 
 
 async def test_a_fatal_status_fails_the_spawn_at_once_with_its_message(cluster, hub):
