@@ -43,7 +43,10 @@ from jupyternetes_ssa.types import Manifest
 
 SECRET = Resource("v1", "Secret", "secrets")
 # Degraded reasons no waiting can cure: the spawn fails at once with the status's message.
-FATAL = {e.reason for e in (RenderError, TemplateNotFound, TemplateNotAllowed, KindNotAllowed)} | {
+CONFIG_ERRORS = {
+    e.reason for e in (RenderError, TemplateNotFound, TemplateNotAllowed, KindNotAllowed)
+}
+FATAL = CONFIG_ERRORS | {
     "ApplyFailed",
     "ItemFailed",
     "PurgeFailed",
@@ -442,18 +445,18 @@ class JupyternetesSpawner(Spawner):
             return None
         instance = watch.instance(name)
         if instance is None or instance["metadata"].get("deletionTimestamp"):
+            self.log.info("jupyternetes: %s: instance %s is gone", self._log_name, name)
             return 1 if self.instance_name else 0
         self.instance_name, self.instance_namespace = name, namespace
         status = instance.get("status") or {}
-        pod = self._serving_pod(status) or self._pod_entry(status)
-        state = pod.get("state")
-        if state == "Succeeded":
-            return 0
-        if state == "Failed" or status.get("phase") in ("Purged", "Purging"):
-            return 1
-        if status.get("phase") == "Error" and state != "Running":
-            return 1
-        if state == "Running":
+        exit_status = _exit_status(status, self._serving_pod(status) or self._pod_entry(status))
+        if exit_status is not None:
+            self.log.info(
+                "jupyternetes: %s stopped (%s): %s", self._log_name, status.get("phase"), name
+            )
+            return exit_status
+        pod = self._serving_pod(status) or {}
+        if pod.get("state") == "Running":
             await self._follow(pod)
         return None  # running, or Missing/Processed/Terminating: the reconciler re-creates it
 
@@ -620,6 +623,25 @@ class JupyternetesSpawner(Spawner):
             # start() names the uid only after its apply: look again now and then
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
+
+
+def _exit_status(status: dict, pod: dict) -> int | None:
+    """What poll reports for an instance: None while its server runs or will run again.
+
+    A pod that is missing, terminating or starting is being re-created by the reconciler; so is
+    one whose apply failed once (ApplyFailed may pass). The server is over when its pod failed
+    or ended, when its data is purged, or when it is gone and a configuration error (the template
+    cannot be rendered or used) stops it from coming back.
+    """
+    state = pod.get("state")
+    if state == "Succeeded":
+        return 0
+    if state == "Failed" or status.get("phase") in ("Purged", "Purging"):
+        return 1
+    reason = _condition(status, "Degraded").get("reason")
+    if state in (None, "Missing", "Error") and reason in CONFIG_ERRORS:
+        return 1
+    return None
 
 
 def _progress_event(instance: Manifest | None) -> dict[str, Any]:

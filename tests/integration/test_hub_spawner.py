@@ -377,21 +377,40 @@ async def _pod_address(kube: Kube, namespace: str, user: str) -> tuple[str, ...]
     return (pod["metadata"]["uid"], entry["podAddress"]) if pod else ()
 
 
-async def _recreate_pod(kube: Kube, namespace: str, user: str) -> str:
-    """Delete the server's pod behind the hub; the reconciler makes a new one: its address."""
-    uid, _ = await _pod_address(kube, namespace, user)
+async def _move_pod(kube: Kube, namespace: str, user: str, reconciler: Process) -> str:
+    """Re-create the server's pod behind the hub at another address: with the reconciler
+    stopped, delete the pod and let a filler pod take its IP (the fake node reuses freed IPs);
+    then the reconciler makes a new pod, elsewhere. Returns (old uid, old address)."""
+    old = await _pod_address(kube, namespace, user)
     instance = await kube.get(INSTANCE, namespace, instance_name(user))
-    await kube.delete(POD, namespace, instance["status"]["pods"]["notebook"]["resourceName"])
+    pod_name = instance["status"]["pods"]["notebook"]["resourceName"]
+    reconciler.stop()
+    await kube.delete(POD, namespace, pod_name)
+    await wait_for(lambda: _gone(kube, POD, namespace, pod_name), timeout=60, message="pod gone")
+    filler = f"filler-{secrets.token_hex(3)}"
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": filler, "namespace": namespace}}
+    body["spec"] = {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+    await kube.create(body)
 
-    async def recreated():
+    async def has_ip() -> str | None:
+        return ((await kube.get(POD, namespace, filler)) or {}).get("status", {}).get("podIP")
+
+    await wait_for(has_ip, timeout=60, message="the filler pod runs")
+    return old
+
+
+async def _moved(kube: Kube, namespace: str, user: str, old: tuple[str, ...]) -> str:
+    async def recreated() -> str | None:
         now = await _pod_address(kube, namespace, user)
-        return now[1] if now and now[0] != uid else None
+        return now[1] if now and now[0] != old[0] else None
 
-    return await wait_for(recreated, timeout=120, interval=0.5, message="pod re-created")
+    address = await wait_for(recreated, timeout=150, interval=0.5, message="pod re-created")
+    assert address != old[1], "the new pod must have another address for this test"
+    return address
 
 
 async def test_a_pod_recreated_behind_the_hub_is_followed_running_and_across_a_restart(
-    cluster, hub
+    cluster, hub, reconciler
 ):
     kube = Kube(cluster.api)
     user = "erin"
@@ -399,7 +418,9 @@ async def test_a_pod_recreated_behind_the_hub_is_followed_running_and_across_a_r
     await _start(hub, user)
     assert await _proxied(hub, user, token) == 200
 
-    address = await _recreate_pod(kube, hub.namespace, user)
+    old = await _move_pod(kube, hub.namespace, user, reconciler)
+    reconciler.start()
+    address = await _moved(kube, hub.namespace, user, old)
 
     async def followed() -> bool:
         model = await _model(hub, user)
@@ -408,10 +429,12 @@ async def test_a_pod_recreated_behind_the_hub_is_followed_running_and_across_a_r
     await wait_for(followed, timeout=120, interval=1, message=f"the hub follows to {address}")
 
     hub.stop()
-    address = await _recreate_pod(kube, hub.namespace, user)
+    old = await _move_pod(kube, hub.namespace, user, reconciler)
+    reconciler.start()  # the new pod's server is ready only once the hub is back
     await hub.start()
+    address = await _moved(kube, hub.namespace, user, old)
 
-    await wait_for(followed, timeout=120, interval=1, message=f"restarted hub finds {address}")
+    await wait_for(followed, timeout=150, interval=1, message=f"restarted hub finds {address}")
     await _stop(hub, user)
 
 
