@@ -81,6 +81,7 @@ class InstanceWatch:
     """
 
     _shared: dict[tuple[int, str, str], InstanceWatch] = {}
+    sync_timeout = 30.0  # seconds to wait for the first complete list
 
     def __init__(self, kube: Kube, namespace: str):
         self.store: dict[tuple[str, str], Manifest] = {}
@@ -96,7 +97,7 @@ class InstanceWatch:
         if key not in cls._shared or cls._shared[key]._task.done():
             cls._shared[key] = cls(kube, namespace)
         watch = cls._shared[key]
-        deadline = asyncio.get_running_loop().time() + 30
+        deadline = asyncio.get_running_loop().time() + cls.sync_timeout
         while not watch.informer.synced:
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(

@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import httpx
@@ -27,7 +28,7 @@ from test_jupyterhub import free_port, hub_identity, hub_namespace  # noqa: F401
 from jupyternetes_ssa.kube import EVENT, INSTANCE, POD, PVC, Kube, Resource
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.names import is_label_value
-from jupyternetes_ssa.spawner import instance_name
+from jupyternetes_ssa.spawner import InstanceWatch, JupyternetesSpawner, instance_name
 
 pytestmark = pytest.mark.integration
 NETWORK_POLICY = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
@@ -535,3 +536,27 @@ async def test_progress_tells_the_story_from_real_events_with_rising_percentages
     applied = [e["message"] for e in told.items if e["reason"] == "Applied"]
     assert any("Pod" in m and "created" in m for m in applied), told.items  # kubectl describe jni
     await _stop(hub, user)
+
+
+async def test_a_failing_watch_never_drops_a_running_server(cluster, namespace, sa_kubeconfig):
+    """The hub's identity cannot list instances (a broken Role; an apiserver it cannot reach
+    fails the same list): poll must not call a running server stopped, start must say why."""
+    kubeconfig = await sa_kubeconfig([], name="no-rights")
+    InstanceWatch.sync_timeout, before = 3.0, InstanceWatch.sync_timeout
+    try:
+        spawner = JupyternetesSpawner(namespace=namespace, kubeconfig=str(kubeconfig))
+        spawner.user = SimpleNamespace(name="lee", id=7)
+        assert await spawner.poll() == 0, "never started: nothing to look at"
+        spawner.load_state({"instance_name": instance_name("lee"), "instance_namespace": namespace})
+
+        assert await spawner.poll() is None
+
+        with pytest.raises(RuntimeError, match="cannot list JupyterNotebookInstances") as failed:
+            await spawner.start()
+        assert "examples/hub-rbac.yaml" in str(failed.value)
+    finally:
+        InstanceWatch.sync_timeout = before
+        for key, watch in list(InstanceWatch._shared.items()):
+            if key[1] == str(kubeconfig):  # its informer retries forever: end it with the test
+                watch._task.cancel()
+                del InstanceWatch._shared[key]
