@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tornado import web
 
-from jupyternetes_ssa.spawner import JupyternetesSpawner, _progress_event, instance_name
+from jupyternetes_ssa.spawner import (
+    JupyternetesSpawner,
+    SpawnFailed,
+    _exit_status,
+    _progress_event,
+    instance_name,
+)
 
 PROFILES = [
     {"slug": "small", "display_name": "Small <cpu>", "description": "2 cores"},
@@ -130,3 +138,90 @@ def test_progress_events_follow_the_status(status, progress, words):
     event = _progress_event(instance)
     assert event["progress"] == progress
     assert words in event["message"]
+
+
+class Watch:
+    """The shared watch's interface over a plain dict (the logic under test is the spawner's)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict] = {}
+        self.deleted: dict[str, str] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, name: str) -> asyncio.Event:
+        return self._events.setdefault(name, asyncio.Event())
+
+    def instance(self, name: str) -> dict | None:
+        return self.objects.get(name)
+
+    def deliver(self, name: str, obj: dict | None, deleted_uid: str = "") -> None:
+        if obj is None:
+            self.objects.pop(name, None)
+            self.deleted[name] = deleted_uid
+        else:
+            self.objects[name] = obj
+        self._events.pop(name, asyncio.Event()).set()
+
+
+def ready(uid: str, address: str = "127.1.0.9") -> dict:
+    pod = {"state": "Running", "podAddress": address, "portNumber": 8888}
+    return {
+        "metadata": {"name": "n", "uid": uid, "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "pods": {"notebook": pod},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+async def test_an_instance_the_watch_has_not_delivered_yet_is_waited_for_not_taken_as_deleted():
+    spawner, watch = JupyternetesSpawner(), Watch()
+    spawner.instance_name = "n"
+    watch.objects["n"] = ready("leftover")  # an older incarnation, still in the cache
+    waiting = asyncio.create_task(spawner._wait_ready(watch, "mine"))
+    await asyncio.sleep(0)
+    watch.deliver("n", None, deleted_uid="leftover")
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    watch.deliver("n", ready("mine"))
+    assert await waiting == "http://127.1.0.9:8888"
+
+
+async def test_an_instance_deleted_while_starting_fails_the_start():
+    spawner, watch = JupyternetesSpawner(), Watch()
+    spawner.instance_name = "n"
+    watch.deleted["n"] = "mine"
+    with pytest.raises(SpawnFailed, match="deleted while starting"):
+        await spawner._wait_ready(watch, "mine")
+
+
+@pytest.mark.parametrize(
+    ("state", "degraded", "phase", "expected"),
+    [
+        ("Running", "AsExpected", "Running", None),
+        ("Missing", "AsExpected", "Pending", None),  # being re-created
+        ("Terminating", "AsExpected", "Terminating", None),
+        ("Missing", "ApplyFailed", "Error", None),  # may pass
+        ("Running", "TemplateNotFound", "Error", None),  # still serving
+        ("Missing", "TemplateNotFound", "Error", 1),  # cannot come back
+        ("Failed", "ItemFailed", "Failed", 1),
+        ("Succeeded", "ItemFailed", "Failed", 0),
+        ("Running", "AsExpected", "Purging", 1),
+    ],
+)
+def test_poll_drops_a_server_only_when_it_cannot_run_again(state, degraded, phase, expected):
+    status = {
+        "phase": phase,
+        "conditions": [{"type": "Degraded", "status": "True", "reason": degraded}],
+    }
+    assert _exit_status(status, {"state": state}) == expected
+
+
+def test_a_server_is_looked_for_where_it_started_and_purged_where_its_pvcs_are():
+    spawner = JupyternetesSpawner(namespace="new")
+    spawner.load_state({"instance_name": "abc", "instance_namespace": "old"})
+    assert spawner._namespace() == "old"
+    spawner.clear_state()
+    assert spawner._namespace() == "new", "a new start goes where the setting says"
+    assert spawner.get_state()["instance_namespace"] == "old", "delete_forever purges there"
