@@ -606,7 +606,10 @@ class JupyternetesSpawner(Spawner):
     async def progress(self):
         """Progress from this start's instance (never a leftover's), as it changes, with
         percentages that only rise."""
-        watch = await self._watch()
+        async for event in self._progress(await self._watch()):
+            yield event
+
+    async def _progress(self, watch: InstanceWatch):
         name = instance_name(self.user.name, self.name)
         last: dict[str, Any] = {"progress": 0}
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from tornado import web
@@ -225,3 +226,28 @@ def test_a_server_is_looked_for_where_it_started_and_purged_where_its_pvcs_are()
     spawner.clear_state()
     assert spawner._namespace() == "new", "a new start goes where the setting says"
     assert spawner.get_state()["instance_namespace"] == "old", "delete_forever purges there"
+
+
+async def test_progress_never_shows_a_leftovers_ready_and_only_rises():
+    spawner, watch = JupyternetesSpawner(), Watch()
+    spawner.user = SimpleNamespace(name="n")
+    watch.objects[instance_name("n")] = ready("leftover")
+    events = spawner._progress(watch)
+    assert (await anext(events))["message"] == "Requesting a notebook server"
+    spawner._uid = "mine"
+    mine = ready("mine")
+    mine["status"]["conditions"] = [{"type": "Progressing", "status": "True", "message": "x"}]
+    mine["status"]["podsProvisioned"] = "Completed"
+    mine["status"]["pods"]["notebook"]["parameters"] = {"lastEvent": "Started: container"}
+    watch.deliver(instance_name("n"), mine)
+    assert (await anext(events))["progress"] == 80
+    mine = ready("mine")
+    mine["status"]["conditions"] = [
+        {"type": "Degraded", "status": "False"},
+        {"type": "Progressing", "status": "True", "message": "back to pending"},
+    ]
+    mine["status"]["podsProvisioned"] = "Pending"  # would be 30: progress must not fall back
+    watch.deliver(instance_name("n"), mine)
+    assert (await anext(events))["progress"] == 80
+    watch.deliver(instance_name("n"), ready("mine"))
+    assert (await anext(events)) == {"progress": 100, "message": "Server ready"}
