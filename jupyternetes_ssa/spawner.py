@@ -485,7 +485,10 @@ class JupyternetesSpawner(Spawner):
         _commit(server)
         proxy = getattr(self.user, "settings", {}).get("proxy")
         if proxy is not None and not self.pending:
-            await proxy.add_user(self.user, self.name)
+            try:
+                await proxy.add_user(self.user, self.name)
+            except Exception as err:  # the hub's periodic check_routes repairs it later
+                self.log.warning("jupyternetes: route of %s not updated: %s", self._log_name, err)
 
     async def get_url(self) -> str:
         """Asked after a hub restart when poll says running: the instance's current address
