@@ -251,3 +251,26 @@ async def test_progress_never_shows_a_leftovers_ready_and_only_rises():
     assert (await anext(events))["progress"] == 80
     watch.deliver(instance_name("n"), ready("mine"))
     assert (await anext(events)) == {"progress": 100, "message": "Server ready"}
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["KindNotAllowed", "TemplateNotAllowed", "TemplateNotFound", "RenderFailed", "ApplyFailed"],
+)
+def test_a_status_no_waiting_can_cure_fails_the_start_with_its_message(reason):
+    instance = ready("mine")
+    instance["status"]["conditions"] = [
+        {"type": "Degraded", "status": "True", "reason": reason, "message": "says why"}
+    ]
+    with pytest.raises(SpawnFailed, match=f"{reason}: says why") as failed:
+        JupyternetesSpawner()._ready_url(instance, "mine")
+    assert failed.value.jupyterhub_message == str(failed.value)  # what the user is shown
+
+
+def test_a_transient_or_stale_status_does_not_fail_the_start():
+    instance = ready("mine")
+    instance["status"]["conditions"] = [
+        {"type": "Degraded", "status": "True", "reason": "Purging", "message": "old"}
+    ]
+    instance["metadata"]["generation"] = 2  # not observed yet: the reconciler has not seen it
+    assert JupyternetesSpawner()._ready_url(instance, "mine") is None
