@@ -97,7 +97,7 @@ def initialize(profile_list: list[dict]) -> list[dict]:
 
 
 def _initialize_option(where: str, option: dict) -> None:
-    choices = option.setdefault("choices", {})
+    choices = option["choices"] = {str(k): c for k, c in (option.get("choices") or {}).items()}
     for key, choice in choices.items():
         if "kubespawner_override" in choice:
             raise ProfileError(

@@ -153,6 +153,11 @@ def test_the_form_has_kubespawners_field_names_and_reads_back():
     }
 
 
+def test_choice_keys_are_compared_as_the_strings_a_form_or_json_sends():
+    profiles = initialize([{"slug": "g", "profile_options": {"n": {"choices": {1: {}, 4: {}}}}}])
+    assert choose(profiles, {"profile": "g", "n": "4"}).variables["jupyterhub.profile.n"] == "4"
+
+
 def test_the_form_escapes_what_admins_wrote():
     form = form_html(initialize([{"slug": 'a"b', "display_name": "<b>x</b>"}]))
     assert "&lt;b&gt;x&lt;/b&gt;" in form and 'value="a&quot;b"' in form
