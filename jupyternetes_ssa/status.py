@@ -81,12 +81,16 @@ def _waiting_reasons(pod: Manifest) -> list[str]:
 
 
 def pod_problems(pod: Manifest | None, observed: Observed, limit: int = 3) -> str:
-    """Why a pod is not running yet: its waiting reasons, then its newest warning events."""
+    """Why a pod is not running yet: its waiting reasons, then its newest warning events since
+    its last normal step (a FailedScheduling followed by Scheduled is over)."""
     if pod is None or pod_state(pod) == "Running":
         return ""
+    history = observed.events_for(pod)
+    steps = [i for i, e in enumerate(history) if e.get("type") != "Warning"]
+    since = history[steps[-1] + 1 :] if steps else history
     events = [
         f"{e.get('reason', '')}: {e.get('message', '').strip()}"
-        for e in observed.warnings_for(pod)[-limit:]
+        for e in [e for e in since if e.get("type") == "Warning"][-limit:]
     ]
     return "; ".join(_waiting_reasons(pod) + events)[:MAX_MESSAGE]
 

@@ -660,3 +660,13 @@ def test_a_starting_pods_newest_normal_event_tells_how_far_it_got():
     assert cond(status, "Progressing")["message"] == "pod notebook: Pulling: pulling image x"
     running = item_status(pod_view(make_pod()), obs)
     assert "parameters" not in running, "a running pod's history is not status"
+
+
+def test_a_warning_followed_by_a_normal_step_is_over():
+    failed = event("FailedScheduling", "unbound PVCs", "2024-01-01T00:00:01Z")
+    scheduled = {**event("Scheduled", "assigned", "2024-01-01T00:00:02Z"), "type": "Normal"}
+    pod = make_pod(phase="Pending")
+    assert "FailedScheduling" in pod_problems(pod, observed_with(failed))
+    entry = item_status(pod_view(pod), observed_with(failed, scheduled))
+    assert "errorMessage" not in entry
+    assert entry["parameters"] == {"lastEvent": "Scheduled: assigned"}
