@@ -15,7 +15,7 @@ import signal
 import time
 from collections import defaultdict
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import events, labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
@@ -23,7 +23,7 @@ from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, ApiError
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
-    WARNING_EVENTS,
+    POD_EVENTS,
     Key,
     Observed,
     identity,
@@ -117,7 +117,7 @@ class Controller:
                 s.namespaces,
                 self._event_cache,
                 self._on_event,
-                field_selector=WARNING_EVENTS,
+                field_selector=POD_EVENTS,
                 **kw,
             ),
         ]
@@ -251,9 +251,12 @@ class Controller:
             for cand in plan_prune(self.observed, self.wanted, objects)
             if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand.orphan_of)
         ]
-        for cand in await prune(self.kube, candidates, dry_run=self.s.dry_run):
+        pruned = await prune(self.kube, candidates, dry_run=self.s.dry_run)
+        for cand in pruned:
             log.info("pruned %s: %s", cand.ref, cand.reason)
             self.metrics.pruned.labels(cand.ref.kind).inc()
+        if not self.s.dry_run:
+            await events.record_pruned(self.kube, pruned, self.observed.instances)
 
     async def _really_gone(self, key: Key) -> bool:
         """Watches lag, each at its own pace: before deleting an object as an orphan, ask the

@@ -34,7 +34,9 @@ from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
-WARNING_EVENTS = "type=Warning,involvedObject.kind=Pod"
+# Every event about a pod: warnings explain a stuck pod, normal ones (Scheduled, Pulling, Started)
+# tell the hub's progress page how far a start is.
+POD_EVENTS = "involvedObject.kind=Pod"
 
 
 def key_of(obj: Manifest) -> Key:
@@ -121,6 +123,10 @@ class Observed:
 
     def warnings_for(self, pod: Manifest) -> list[Manifest]:
         """Warning events about this pod (this incarnation: matched by uid), newest last."""
+        return [e for e in self.events_for(pod) if e.get("type") == "Warning"]
+
+    def events_for(self, pod: Manifest) -> list[Manifest]:
+        """Every event about this pod (this incarnation: matched by uid), newest last."""
         uid = pod["metadata"].get("uid")
         found = [
             e
@@ -205,7 +211,7 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
     instances, templates, events = await asyncio.gather(
         _list_all(kube, INSTANCE, scope),
         _list_all(kube, TEMPLATE, template_scope(settings)),
-        _list_all(kube, EVENT, scope, field_selector=WARNING_EVENTS),
+        _list_all(kube, EVENT, scope, field_selector=POD_EVENTS),
     )
     seen = Observed(
         instances={key_of(o): o for o in instances},

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import events, labels
 from jupyternetes_ssa.apply import HELD_BACK, apply_items
 from jupyternetes_ssa.errors import (
     JupyternetesError,
@@ -225,6 +225,8 @@ async def reconcile_instance(
     except ApiError as err:
         result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None
+    if not settings.dry_run:
+        await events.record(kube, instance, events.notes(result, result.status_written))
     if result.error:
         log.warning("%s", result.error)
     wanted = {identity(i.manifest) for i in rendered.items} if rendered else None
@@ -278,6 +280,8 @@ async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = F
         summary.pruned = await prune(kube, candidates, dry_run=settings.dry_run)
     except ApiError as err:
         summary.prune_error = str(err)
+    if not settings.dry_run:
+        await events.record_pruned(kube, summary.pruned, observed.instances)
     return summary
 
 

@@ -83,14 +83,29 @@ def _waiting_reasons(pod: Manifest) -> list[str]:
 
 
 def pod_problems(pod: Manifest | None, observed: Observed, limit: int = 3) -> str:
-    """Why a pod is not running yet: its waiting reasons, then its newest warning events."""
+    """Why a pod is not running yet: its waiting reasons, then its newest warning events since
+    its last normal step (a FailedScheduling followed by Scheduled is over)."""
     if pod is None or pod_state(pod) == "Running":
         return ""
+    history = observed.events_for(pod)
+    steps = [i for i, e in enumerate(history) if e.get("type") != "Warning"]
+    since = history[steps[-1] + 1 :] if steps else history
     events = [
         f"{e.get('reason', '')}: {e.get('message', '').strip()}"
-        for e in observed.warnings_for(pod)[-limit:]
+        for e in [e for e in since if e.get("type") == "Warning"][-limit:]
     ]
     return "; ".join(_waiting_reasons(pod) + events)[:MAX_MESSAGE]
+
+
+def last_event(pod: Manifest | None, observed: Observed) -> str:
+    """While a pod starts, its newest normal event (Scheduled, Pulling, Started...): how far it
+    got. (Warnings already are in `errorMessage`.)"""
+    if pod is None or pod_state(pod) == "Running":
+        return ""
+    events = [e for e in observed.events_for(pod) if e.get("type") != "Warning"]
+    if not events:
+        return ""
+    return f"{events[-1].get('reason', '')}: {events[-1].get('message', '').strip()}"[:MAX_MESSAGE]
 
 
 def notebook_port(pod: Manifest) -> int | None:
@@ -108,6 +123,8 @@ def item_status(view: ItemView, observed: Observed) -> dict[str, Any]:
     if view.section == "pods":
         entry["state"] = pod_state(view.live)
         problem = pod_problems(view.live, observed)
+        if event := last_event(view.live, observed):
+            params["lastEvent"] = event
         if view.live:
             if view.live.get("status", {}).get("podIP"):
                 entry["podAddress"] = view.live["status"]["podIP"]
@@ -170,9 +187,7 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
         return True, reason, f"changes waiting for a re-create: {detail}{hint}"
     starting = {k: e for k, e in pods.items() if e["state"] in ("Processed", "Missing")}
     if starting:
-        detail = "; ".join(
-            f"pod {k}: {e.get('errorMessage') or 'starting'}" for k, e in starting.items()
-        )
+        detail = "; ".join(f"pod {k}: {_starting_detail(e)}" for k, e in starting.items())
         return True, "PodsStarting", detail
     # An in-place update that was applied leaves nothing in progress: reporting it would cost
     # two status writes per instance for every template change.
@@ -184,6 +199,10 @@ def _update_reason(actions: set[str]) -> str:
     if "recreating" in actions:
         return "Recreating"
     return "UpdatePending" if "pending" in actions else "UpdatePendingRestart"
+
+
+def _starting_detail(entry: dict) -> str:
+    return entry.get("errorMessage") or entry.get("parameters", {}).get("lastEvent") or "starting"
 
 
 def _degraded(error: str, reason: str, views: list[ItemView], items: dict[str, dict]):

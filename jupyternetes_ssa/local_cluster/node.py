@@ -307,10 +307,44 @@ class NodeAgent:
         uid = pod["metadata"]["uid"]
         host_network = pod["spec"].get("hostNetwork", False)
         ip = HOST_IP if host_network else self.ips.allocate(uid)
+        for container in pod["spec"].get("containers") or []:
+            image = container.get("image", "")
+            await self._record(pod, "Pulled", f'Container image "{image}" already present')
+            await self._record(pod, "Created", f"Created container {container['name']}")
         status = await self.runtime.start(pod, ip, HOST_IP)
+        for container in pod["spec"].get("containers") or []:
+            await self._record(pod, "Started", f"Started container {container['name']}")
         self._started[uid] = status
         await self._patch_status(pod, status)
         log.info("pod %s: %s at %s", _ref(pod), status.get("phase"), ip)
+
+    async def _record(self, pod: Object, reason: str, message: str) -> None:
+        """A kubelet's Normal event about the pod (best effort, as the kubelet's are)."""
+        meta = pod["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+            "type": "Normal",
+            "reason": reason,
+            "message": message,
+            "source": {"component": "kubelet", "host": self.name},
+            "firstTimestamp": now(),
+            "lastTimestamp": now(),
+            "count": 1,
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/events"
+        try:
+            await request(self.api, "POST", path, body=event)
+        except Exception as err:  # an event is never worth failing a pod's start for
+            log.debug("event %s for pod %s not recorded: %s", reason, _ref(pod), err)
 
     async def publish(self, pod: Object, status: Object) -> None:
         """Write a status the runtime reports after ``start`` (a process got ready, or exited).

@@ -119,6 +119,8 @@ async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIter
                 "0",
                 "--key-namespace",
                 hub_namespace,
+                "--allow-kind",  # hub-template's NetworkPolicy
+                "NetworkPolicy.networking.k8s.io",
             ],
             env=env,
             stdout=out,

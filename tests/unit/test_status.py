@@ -668,3 +668,32 @@ def test_instance_status_a_refused_update_wins_over_a_waiting_one() -> None:
     progressing = cond(instance_status(instance(), views, Observed(), now="T"), "Progressing")
     assert progressing["reason"] == "UpdatePending"
     assert "pods[a]: spec.x" in progressing["message"]
+
+
+def test_a_starting_pods_newest_normal_event_tells_how_far_it_got():
+    scheduled = {
+        **event("Scheduled", "assigned to node-1", "2024-01-01T00:00:01Z"),
+        "type": "Normal",
+    }
+    pulling = {**event("Pulling", "pulling image x", "2024-01-01T00:00:02Z"), "type": "Normal"}
+    old = {
+        **event("Started", "an earlier pod", "2024-01-01T00:00:03Z", uid="gone"),
+        "type": "Normal",
+    }
+    obs = observed_with(pulling, scheduled, old)
+    entry = item_status(pod_view(make_pod(phase="Pending")), obs)
+    assert entry["parameters"] == {"lastEvent": "Pulling: pulling image x"}
+    status = instance_status(instance(), [pod_view(make_pod(phase="Pending"))], obs, now="T1")
+    assert cond(status, "Progressing")["message"] == "pod notebook: Pulling: pulling image x"
+    running = item_status(pod_view(make_pod()), obs)
+    assert "parameters" not in running, "a running pod's history is not status"
+
+
+def test_a_warning_followed_by_a_normal_step_is_over():
+    failed = event("FailedScheduling", "unbound PVCs", "2024-01-01T00:00:01Z")
+    scheduled = {**event("Scheduled", "assigned", "2024-01-01T00:00:02Z"), "type": "Normal"}
+    pod = make_pod(phase="Pending")
+    assert "FailedScheduling" in pod_problems(pod, observed_with(failed))
+    entry = item_status(pod_view(pod), observed_with(failed, scheduled))
+    assert "errorMessage" not in entry
+    assert entry["parameters"] == {"lastEvent": "Scheduled: assigned"}
