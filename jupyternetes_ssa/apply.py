@@ -21,7 +21,7 @@ from jupyternetes_ssa.diff import changes, contested, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.managed import applied_by
 from jupyternetes_ssa.observe import Observed
-from jupyternetes_ssa.ownership import Owner
+from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
@@ -97,12 +97,18 @@ def _rejected(plan: Plan, err: ApiError) -> ItemOutcome:
 
 async def _try(kube: Kube, plan: Plan, *, dry_run: bool) -> ItemOutcome:
     try:
-        live = await kube.apply(ownership.guarded(plan.desired, plan.live), dry_run=dry_run)
+        live = await kube.apply(
+            ownership.guarded(plan.desired, plan.live, plan.verdict), dry_run=dry_run
+        )
     except ApiError as err:
         if _forbidden_in_place(err, plan.live):
             return _pending(plan, err)
         return _rejected(plan, err)
     return ItemOutcome(plan.item, "configured" if plan.live else "created", live)
+
+
+def _adopted(plan: Plan) -> bool:
+    return plan.verdict == "adopt" or (plan.live is not None and adopted(plan.live))
 
 
 def _leftover(plan: Plan) -> str:
@@ -112,7 +118,7 @@ def _leftover(plan: Plan) -> str:
         return ""
     if live["metadata"].get("deletionTimestamp"):
         return "waiting for the previous object to finish terminating"
-    if plan.item.section == "pods" and plan.verdict == "successor":
+    if plan.item.section == "pods" and plan.verdict == "successor" and not _adopted(plan):
         return "replacing the pod of an earlier incarnation of the instance"
     return ""
 
@@ -173,6 +179,7 @@ async def _apply_one(
         outcome.action == "pending"
         and plan.item.section == "pods"
         and (recreate_pods or plan.item.update_strategy == "Recreate")
+        and not _adopted(plan)
     ):
         outcome = await _recreate(kube, outcome)
     return outcome
@@ -183,6 +190,8 @@ def _follow_strategy(plan: Plan, recreate_pods: bool) -> Plan | ItemOutcome:
     applied = applied_by(plan.live, FIELD_MANAGER)
     change = pod_change(applied, plan.desired)
     decision = decide("Recreate" if recreate_pods else plan.item.update_strategy, change)
+    if decision == "recreate" and _adopted(plan):  # never deleted by us: its metadata only
+        decision = "metadata"
     if decision == "metadata":
         return replace(plan, desired=metadata_only(applied, plan.desired), waits=change.spec[:20])
     if decision == "wait":  # no request: an idle pass stays free while the update waits
@@ -249,7 +258,9 @@ async def _extended_by_others(kube: Kube, current: list[Plan]) -> set[ObjectRef]
 
 async def _would_change(kube: Kube, plan: Plan) -> bool:
     try:
-        after = await kube.apply(ownership.guarded(plan.desired, plan.live), dry_run=True)
+        after = await kube.apply(
+            ownership.guarded(plan.desired, plan.live, plan.verdict), dry_run=True
+        )
     except ApiError:
         return True  # let the real apply report it
     return bool(changes(plan.live, after))

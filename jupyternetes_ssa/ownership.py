@@ -50,9 +50,19 @@ def _annotations(obj: Manifest) -> dict[str, str]:
 
 
 def owner_of(obj: Manifest) -> Owner | None:
-    """The recorded owner, or None (no record, or one we cannot read)."""
+    """The recorded owner, or None: no record, one we cannot read, or one that disagrees with
+    the object (another namespace, or an instance its labels do not name: tampered)."""
     parts = _annotations(obj).get(OWNER, "").split("/")
-    return Owner(*parts) if len(parts) == 3 and all(parts) else None
+    if len(parts) != 3 or not all(parts):
+        return None
+    owner = Owner(*parts)
+    meta = obj.get("metadata", {})
+    labelled = (meta.get("labels") or {}).get(labels.INSTANCE)
+    if owner.namespace != meta.get("namespace", owner.namespace) or (
+        labelled is not None and labelled != safe_label_value(owner.name)
+    ):
+        return None
+    return owner
 
 
 def adopted(obj: Manifest) -> bool:
@@ -145,18 +155,27 @@ def conflict_message(ref: str, holder: str, item: str, adoptable: bool) -> str:
 
 
 def stamp(desired: Manifest, instance: Owner, live: Manifest | None, verdict: Verdict) -> None:
-    """Record the owner (and adoption) on the manifest we send."""
+    """Record the owner (and adoption) on the manifest we send. An adopted object gets no
+    ownerReference: Kubernetes' garbage collector would delete it with its instance."""
     annotations = desired["metadata"].setdefault("annotations", {})
     annotations[OWNER] = instance.record
     if verdict == "adopt" or (live is not None and adopted(live)):
         annotations[ADOPTED] = "true"
+        desired["metadata"].pop("ownerReferences", None)
 
 
-def guarded(desired: Manifest, live: Manifest | None) -> Manifest:
+def guarded(desired: Manifest, live: Manifest | None, verdict: Verdict = "mine") -> Manifest:
     """The manifest with a precondition, so that an apply never lands on an object we did not
     decide on. For an object we saw, its uid: the apiserver refuses (422, uid is immutable) to
-    apply it to any other object of that name. For one we mean to create, a resourceVersion no
-    object can have: the apiserver ignores it when it creates, and refuses (409) to apply it to
-    an object that exists after all (made by hand, or not yet seen by a lagging watch)."""
-    guard = {"uid": live["metadata"]["uid"]} if live else {"resourceVersion": CREATE_ONLY}
+    apply it to any other object of that name; taking one over (adopt, or an earlier
+    incarnation's) also needs the resourceVersion we judged, so that two instances racing for
+    one object cannot both win (409 for the later). For one we mean to create, a
+    resourceVersion no object can have: the apiserver ignores it when it creates, and refuses
+    (409) to apply it to an object that exists after all (made by hand, or not yet seen)."""
+    if live is None:
+        guard = {"resourceVersion": CREATE_ONLY}
+    else:
+        guard = {"uid": live["metadata"]["uid"]}
+        if verdict in ("adopt", "successor"):
+            guard["resourceVersion"] = live["metadata"]["resourceVersion"]
     return {**desired, "metadata": {**desired["metadata"], **guard}}

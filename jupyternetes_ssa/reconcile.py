@@ -229,7 +229,11 @@ async def reconcile_instance(
         await events.record(kube, instance, events.notes(result, result.status_written))
     if result.error:
         log.warning("%s", result.error)
-    wanted = {identity(i.manifest) for i in rendered.items} if rendered else None
+    # Held back or failed: what it has stays (a renamed item must not lose the old object while
+    # the new one cannot be made).
+    wanted = (
+        {identity(i.manifest) for i in rendered.items} if rendered and not result.error else None
+    )
     return result, wanted
 
 

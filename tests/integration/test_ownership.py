@@ -334,3 +334,133 @@ async def test_fields_we_set_that_another_manager_extended_are_repaired(kube: Ku
 
 async def _gone(kube: Kube, res: Resource, ns: str, name: str) -> bool:
     return await kube.get(res, ns, name) is None
+
+
+# --- found by a hostile review ------------------------------------------------------------------
+
+
+async def test_an_adopted_object_gets_no_owner_reference_so_kubernetes_never_collects_it(
+    kube: Kube, namespace: str
+):
+    await kube.apply(hand_made_pvc(namespace, "claim-carol"), field_manager="kubectl")
+    template = pvc_named(
+        seed_template(namespace), "claim-{jupyterhub.user.name}", adopt=True, ownedByInstance=True
+    )
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "carol", **{"jupyterhub.user.name": "carol"}))
+    assert (await once(kube, namespace)).ok
+    pvc = await kube.get(PVC, namespace, "claim-carol")
+    assert "ownerReferences" not in pvc["metadata"]
+
+    await kube.delete(INSTANCE, namespace, "carol", propagation="Foreground")
+    await wait_for(
+        lambda: _gone(kube, POD, namespace, "carol-notebook"), timeout=60, message="pod collected"
+    )
+    await wait_for(
+        lambda: _gone(kube, INSTANCE, namespace, "carol"), timeout=60, message="instance gone"
+    )
+    await once(kube, namespace)
+    assert (await kube.get(PVC, namespace, "claim-carol"))["metadata"]["uid"] == pvc["metadata"][
+        "uid"
+    ]
+
+
+async def test_two_instances_adopting_one_object_in_one_pass_cannot_both_win(
+    kube: Kube, namespace: str
+):
+    """A user's default and named servers both render kubespawner's claim-<user>."""
+    template = pvc_named(seed_template(namespace), "claim-{jupyterhub.user.name}", adopt=True)
+    await put(kube, template)
+    for k in range(4):
+        user = f"q{k}"
+        await kube.apply(hand_made_pvc(namespace, f"claim-{user}"), field_manager="kubectl")
+        for suffix in ("a", "b"):
+            await put(
+                kube, seed_instance(namespace, f"{user}{suffix}", **{"jupyterhub.user.name": user})
+            )
+
+    summary = await once(kube, namespace)
+
+    for k in range(4):
+        results = [result_for(summary, f"q{k}{s}") for s in ("a", "b")]
+        assert sorted(r.converged for r in results) == [False, True], [r.error for r in results]
+        loser = next(r for r in results if not r.converged)
+        assert loser.reason in ("NameConflict", "ApplyFailed"), loser.error
+        assert await kube.get(POD, namespace, f"{loser.instance.name}-notebook") is None
+
+
+async def test_a_tampered_owner_record_never_gets_an_object_pruned(kube: Kube, namespace: str):
+    template = pvc_named(seed_template(namespace), "claim-{jupyterhub.user.name}")
+    template["spec"]["pvcs"][0]["deletionPolicy"] = "Delete"
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "ia", **{"jupyterhub.user.name": "alice"}))
+    ib = await put(kube, seed_instance(namespace, "ib", **{"jupyterhub.user.name": "bob"}))
+    assert (await once(kube, namespace)).ok
+    ia = await kube.get(INSTANCE, namespace, "ia")
+    pvc = await kube.get(PVC, namespace, "claim-bob")
+    # Someone points claim-bob's record at ia (alive), and at an instance in another namespace.
+    for record in (f"{namespace}/ia/{ia['metadata']['uid']}", f"other/ib/{ib['metadata']['uid']}"):
+        pvc["metadata"]["annotations"][OWNER] = record
+        await kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": "claim-bob",
+                    "namespace": namespace,
+                    "annotations": {OWNER: record},
+                },
+            },
+            field_manager="intruder",
+            force=True,
+        )
+        summary = await once(kube, namespace)
+        assert not summary.pruned, summary.pruned
+        live = await kube.get(PVC, namespace, "claim-bob")
+        assert live["metadata"]["uid"] == pvc["metadata"]["uid"]
+        assert not live["metadata"].get("deletionTimestamp")
+
+
+async def test_an_instance_held_back_by_a_conflict_keeps_the_object_it_has(
+    kube: Kube, namespace: str
+):
+    """The admin renames a PVC item's pattern onto a name someone else holds: the user's
+    current PVC (policy Delete) is not pruned while the new one cannot be made."""
+    template = pvc_named(seed_template(namespace), "{jupyterhub.user.name}-home")
+    template["spec"]["pvcs"][0]["deletionPolicy"] = "Delete"
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "j", **{"jupyterhub.user.name": "jo"}))
+    assert (await once(kube, namespace)).ok
+    await kube.apply(hand_made_pvc(namespace, "claim-jo"), field_manager="kubectl")
+    await put(kube, pvc_named(template, "claim-{jupyterhub.user.name}"))
+
+    summary = await once(kube, namespace)
+
+    assert result_for(summary, "j").reason == "NameConflict"
+    assert not summary.pruned
+    assert await kube.get(PVC, namespace, "jo-home") is not None
+
+
+async def test_an_adopted_pod_is_never_deleted_to_apply_a_change(kube: Kube, namespace: str):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "legacy-gina", "namespace": namespace},
+        "spec": {"containers": [{"name": "notebook", "image": "busybox:1.36"}]},
+    }
+    made = await kube.apply(pod, field_manager="kubectl")
+    template = seed_template(namespace)
+    item = template["spec"]["pods"][0]
+    item.update(resourceName="legacy-{jupyterhub.user.name}", adopt=True, updateStrategy="Recreate")
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "g", **{"jupyterhub.user.name": "gina"}))
+
+    summary = await once(kube, namespace, recreate_pods=True)
+
+    outcome = next(o for o in result_for(summary, "g").outcomes if o.item.section == "pods")
+    assert outcome.action == "waiting", outcome  # its spec waits; its metadata says it is ours
+    live = await kube.get(POD, namespace, "legacy-gina")
+    assert live["metadata"]["uid"] == made["metadata"]["uid"]
+    assert not live["metadata"].get("deletionTimestamp")
+    assert live["metadata"]["annotations"][ADOPTED] == "true"
+    assert live["metadata"]["annotations"][OWNER].startswith(f"{namespace}/g/")
