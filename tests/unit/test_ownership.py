@@ -8,11 +8,13 @@ from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.diff import contested
 from jupyternetes_ssa.ownership import (
     ADOPTED,
+    CREATE_ONLY,
     OWNER,
     Owner,
     adopted,
     claim,
     conflict_message,
+    guarded,
     owner_of,
     stamp,
 )
@@ -171,3 +173,40 @@ def test_our_own_and_subresource_entries_are_ignored():
         entry("kubelet", {"f:spec": {"f:selector": {}}}, subresource="status"),
     )
     assert contested(DESIRED, live, FIELD_MANAGER) == []
+
+
+def test_a_record_that_disagrees_with_the_object_is_no_record():
+    """Tampered: another namespace than the object's, or an instance its labels do not name."""
+    elsewhere = obj({OWNER: "other/ann/uid-ann"})
+    assert owner_of(elsewhere) is None
+    mislabelled = obj({OWNER: "ns/ann/uid-ann"}, {labels.INSTANCE: "bob"})
+    assert owner_of(mislabelled) is None
+    consistent = obj({OWNER: "ns/ann/uid-ann"}, {labels.INSTANCE: "ann"})
+    assert owner_of(consistent) == ME
+
+
+def test_an_adopted_object_gets_no_owner_reference():
+    desired = {"metadata": {"ownerReferences": [{"uid": "uid-ann"}]}}
+    stamp(desired, ME, obj(), "adopt")
+    assert "ownerReferences" not in desired["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "guard"),
+    [
+        ("mine", {"uid": "uid-x"}),
+        ("adopt", {"uid": "uid-x", "resourceVersion": "7"}),
+        ("successor", {"uid": "uid-x", "resourceVersion": "7"}),
+    ],
+)
+def test_guards_name_what_was_judged(verdict, guard):
+    live = obj()
+    live["metadata"]["resourceVersion"] = "7"
+    sent = guarded({"metadata": {"name": "x"}}, live, verdict)["metadata"]
+    assert {k: sent[k] for k in ("uid", "resourceVersion") if k in sent} == guard
+
+
+def test_a_create_is_guarded_by_a_resource_version_no_object_has():
+    sent = guarded({"metadata": {"name": "x"}}, None, "create")["metadata"]
+    assert sent["resourceVersion"] == CREATE_ONLY == str(2**64 - 1)
+    assert "uid" not in sent
