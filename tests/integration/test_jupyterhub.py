@@ -373,6 +373,15 @@ def hub_rights_proven(cluster, hub: Hub) -> None:
         return
     used = rbac_audit.uses(cluster.local.audit_log, rbac_audit.credential(hub.kubeconfig))
     granted = rbac_audit.rules(list(yaml.safe_load_all((EXAMPLES / "hub-rbac.yaml").read_text())))
+    # Every authenticated identity may read the reconciler's public key (rbac/sealing-key).
+    sealing = EXAMPLES / "deploy" / "rbac" / "sealing-key"
+    public = [
+        d
+        for f in sorted(sealing.glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d.get("kind") in ("Role", "ClusterRole") and "public" in d["metadata"]["name"]
+    ]
+    granted += rbac_audit.rules(public)
     assert not rbac_audit.not_granted(used, granted), rbac_audit.not_granted(used, granted)
     assert not rbac_audit.never_used(granted, used, {}), (
         f"examples/hub-rbac.yaml grants what the hub never used: "
@@ -474,8 +483,12 @@ async def test_profiles_choose_variables_and_an_unknown_choice_is_refused(cluste
     response = await hub.api.post(_server_path(user), json={"profile": "no-such-profile"})
     assert response.status_code == 202, response.text
     events = await _progress(hub, user)
-    assert events[-1].get("failed") is True, events
-    assert "unknown profile 'no-such-profile'" in events[-1]["message"]
+    if events:  # the stream caught the failure; else it ended before (the refusal is immediate)
+        assert events[-1].get("failed") is True, events
+        assert "unknown profile 'no-such-profile'" in events[-1]["message"]
+    else:
+        assert "unknown profile 'no-such-profile'" in hub.log.read_text()
+        assert not (await _server(hub, user)).get("ready")
     assert await kube.get(INSTANCE, hub.namespace, instance_name(user)) is None
 
     await _start(hub, user, "alt", profile="alt")
