@@ -152,15 +152,7 @@ def _response_error(resp: httpx.Response) -> ApiError:
 
 def _as_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, kr8s.ServerError) and exc.response is not None:
-        resp = exc.response
-        try:
-            body = resp.json()
-        except (ValueError, httpx.ResponseNotRead):
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        return ApiError(
-            resp.status_code, body.get("reason", ""), body.get("message", str(exc)), body
-        )
+        return _response_error(exc.response)
     return ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}")
 
 
