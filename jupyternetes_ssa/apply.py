@@ -20,6 +20,7 @@ from jupyternetes_ssa import FIELD_MANAGER, labels, ownership
 from jupyternetes_ssa.diff import changes, contested, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.managed import applied_by
+from jupyternetes_ssa.names import safe_name
 from jupyternetes_ssa.observe import Observed
 from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
@@ -132,17 +133,30 @@ async def _replace_leftover(kube: Kube, plan: Plan, why: str, dry_run: bool) -> 
     return ItemOutcome(plan.item, "recreating", plan.live, why)
 
 
-async def _recreate(kube: Kube, outcome: ItemOutcome) -> ItemOutcome:
-    live = outcome.live or {}
-    meta = live.get("metadata", {})
+async def _admitted(kube: Kube, plan: Plan) -> ItemOutcome | None:
+    """Would the re-created pod be admitted? A dry-run update of the running pod cannot say
+    (pod specs are immutable, and Pod Security, quota and webhooks judge a create), so the new
+    manifest is tried as a dry-run create under a scratch name. None when it would be."""
+    probe = deepcopy(plan.desired)
+    probe["metadata"]["name"] = safe_name(f"{plan.desired['metadata']['name']}-recreate-check")
+    try:
+        await kube.apply(ownership.guarded(probe, None), dry_run=True)
+    except ApiError as err:
+        if err.status == 409:  # the scratch name is taken: nothing to learn, nothing refused
+            return None
+        message = f"the re-created pod would be refused, so {plan.item.ref} is kept: {err.message}"
+        return ItemOutcome(plan.item, "failed", plan.live, message)
+    return None
+
+
+async def _recreate(kube: Kube, plan: Plan, fields: tuple[str, ...], why: str) -> ItemOutcome:
+    """Delete the pod so that it is re-created, only once the new one would be admitted: a
+    template the apiserver refuses never costs a running server."""
+    if (refused := await _admitted(kube, plan)) is not None:
+        return refused
+    meta = plan.live["metadata"]
     await kube.delete(POD, meta["namespace"], meta["name"], uid=meta.get("uid"))
-    return ItemOutcome(
-        outcome.item,
-        "recreating",
-        live,
-        "deleted to apply a change that Kubernetes forbids in place; it is re-created once gone",
-        outcome.fields,
-    )
+    return ItemOutcome(plan.item, "recreating", plan.live, why, fields)
 
 
 def _dry_run_report(plan: Plan, check: ItemOutcome) -> ItemOutcome:
@@ -181,7 +195,10 @@ async def _apply_one(
         and (recreate_pods or plan.item.update_strategy == "Recreate")
         and not _adopted(plan)
     ):
-        outcome = await _recreate(kube, outcome)
+        why = (
+            "deleted to apply a change that Kubernetes forbids in place; it is re-created once gone"
+        )
+        outcome = await _recreate(kube, plan, outcome.fields, why)
     return outcome
 
 
@@ -207,9 +224,7 @@ async def _recreate_planned(kube: Kube, plan: Plan, checked: ItemOutcome | None)
     check = checked or await _try(kube, plan, dry_run=True)
     if check.action == "failed":
         return check
-    meta = plan.live["metadata"]
-    await kube.delete(POD, meta["namespace"], meta["name"], uid=meta["uid"])
-    return ItemOutcome(plan.item, "recreating", plan.live, RECREATING, plan.recreate)
+    return await _recreate(kube, plan, plan.recreate, RECREATING)
 
 
 def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:

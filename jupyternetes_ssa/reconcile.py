@@ -22,7 +22,7 @@ from jupyternetes_ssa.errors import (
 from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, kind_key
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
-from jupyternetes_ssa.ownership import Owner
+from jupyternetes_ssa.ownership import Owner, owner_of
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.status import (
@@ -34,7 +34,15 @@ from jupyternetes_ssa.status import (
 )
 from jupyternetes_ssa.tenancy import check_grant, template_key
 from jupyternetes_ssa.tokens import prepare, template_views, with_token_secret
-from jupyternetes_ssa.types import InstanceResult, Manifest, ObjectRef, Rendered, Summary
+from jupyternetes_ssa.types import (
+    InstanceResult,
+    ItemOutcome,
+    Manifest,
+    ObjectRef,
+    Rendered,
+    RenderedItem,
+    Summary,
+)
 from jupyternetes_ssa.validate import validated_render
 from jupyternetes_ssa.wait import wait_gone
 
@@ -154,14 +162,17 @@ async def _converge(
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
         return live_views(observed, instance), None
-    result.outcomes = await apply_items(
+    items, renamed = renamed_pods(rendered.items, instance, observed, settings)
+    applied = await apply_items(
         kube,
-        rendered.items,
+        items,
         observed,
         owner_record(instance),
         recreate_pods=settings.recreate_pods,
         dry_run=settings.dry_run,
     )
+    by_item = {(o.item.section, o.item.item): o for o in [*applied, *renamed]}
+    result.outcomes = [by_item[i.section, i.item] for i in rendered.items]
     for outcome in result.outcomes:
         live = outcome.live
         if outcome.action in ("created", "configured", "waiting") and not settings.dry_run and live:
@@ -173,6 +184,36 @@ async def _converge(
     if failed:
         result.error, result.reason = failed[0].message, failed[0].reason or "ApplyFailed"
     return template_views(views_from_outcomes(result.outcomes)), rendered
+
+
+def renamed_pods(
+    items: tuple[RenderedItem, ...], instance: Manifest, observed: Observed, settings: Settings
+) -> tuple[tuple[RenderedItem, ...], list[ItemOutcome]]:
+    """A pod whose item now renders another name (its resourceName changed) is a template
+    change like any other: under OnRestart the running pod stays, under its old name, and the
+    new name waits for the pod's next start (it is not created beside it, nor the old one
+    pruned)."""
+    if settings.recreate_pods:
+        return items, []
+    current = ((instance.get("status") or {}).get("pods")) or {}
+    keep, waiting = [], []
+    for item in items:
+        old = (current.get(item.item) or {}).get("resourceName")
+        live = observed.pods.get((item.ref.namespace, old)) if old and old != item.name else None
+        recorded = owner_of(live) if live else None
+        if (
+            item.section == "pods"
+            and item.update_strategy == "OnRestart"
+            and live is not None
+            and not live["metadata"].get("deletionTimestamp")
+            and recorded is not None
+            and recorded.key == key_of(instance)
+        ):
+            why = f"renamed to {item.name}: the new name waits for the pod's next start"
+            waiting.append(ItemOutcome(item, "waiting", live, why, ("metadata.name",)))
+        else:
+            keep.append(item)
+    return tuple(keep), waiting
 
 
 async def _purge(
@@ -232,7 +273,10 @@ async def reconcile_instance(
     # Held back or failed: what it has stays (a renamed item must not lose the old object while
     # the new one cannot be made).
     wanted = (
-        {identity(i.manifest) for i in rendered.items} if rendered and not result.error else None
+        {identity(i.manifest) for i in rendered.items}
+        | {identity(o.live) for o in result.outcomes if o.action == "waiting" and o.live}
+        if rendered and not result.error
+        else None
     )
     return result, wanted
 

@@ -259,6 +259,13 @@ def _base_variables(
     }
     if sealed_token:
         builtins[VAR_API_TOKEN_SECRET] = token_secret_name(inst.name)
+    elif VAR_API_TOKEN_SECRET in user:  # it names a Secret the pod reads: never the sender's
+        raise _error(
+            f'"{VAR_API_TOKEN_SECRET}" is reserved: the reconciler sets it, only for an instance '
+            "with spec.sealedApiToken",
+            f"spec.variables[{_q(VAR_API_TOKEN_SECRET)}]",
+            "remove it from spec.variables (the spawner seals the token into spec.sealedApiToken)",
+        )
     _check_no_override(user, builtins)
     return {**user, **builtins}
 
@@ -531,6 +538,7 @@ def _patched(section: Section, item: Mapping[str, Any], variables: Mapping[str, 
         where = f"{base}.patches[{index}]"
         if patch.get("condition") is not None:
             _check_condition(patch["condition"], f"{where}.condition")
+            _check_condition_variable(patch["condition"], variables, f"{where}.condition")
         if condition_holds(patch.get("condition"), variables):
             render_tree(patch["merge"], variables, f"{where}.merge")  # errors name the patch
             item = patches.merged(item, patch["merge"], where)

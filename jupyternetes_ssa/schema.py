@@ -178,12 +178,13 @@ def _unknown_kind(problems: Problems, notes: list[str], path: str, api_version: 
             if len(others) == 1
             else f"use one of {', '.join(others)}",
         )
-    elif builtin_group(api_version):
-        known = {k for av, k in _kinds() if av == api_version}
+    elif builtin_group(api_version) and (known := {k for av, k in _kinds() if av == api_version}):
+        # A group/version the schemas serve: a kind missing from it is a typo. Other *.k8s.io
+        # groups (Gateway API, snapshots, metrics) are custom resources, judged in the cluster.
         problems.add(
             f"{path}.kind",
             f"Kubernetes {MINOR} has no kind {quote(kind)} in {quote(api_version)}",
-            did_you_mean(kind, known, "see kubectl api-resources") if known else "check apiVersion",
+            did_you_mean(kind, known, "see kubectl api-resources"),
         )
     else:
         notes.append(

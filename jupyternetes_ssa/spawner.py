@@ -57,6 +57,16 @@ FATAL = CONFIG_ERRORS | {
     "SealedTokenInvalid",
     "TokenSecretConflict",
 }
+# Reasons that keep a pod that is gone from coming back: poll ends the server.
+NO_COMEBACK = CONFIG_ERRORS | {
+    "NameConflict",
+    "SealingKeyMissing",
+    "SealingKeyUnknown",
+    "SealedForAnotherInstance",
+    "SealedTokenTampered",
+    "SealedTokenInvalid",
+    "TokenSecretConflict",
+}
 # How far a starting pod got, by the reason of its newest event (kubelet's and scheduler's).
 STEPS = {"Scheduled": 40, "Pulling": 50, "Pulled": 60, "Created": 70, "Started": 80}
 _BACKGROUND: set[asyncio.Task] = set()  # purges finishing after delete_forever returned
@@ -332,7 +342,15 @@ class JupyternetesSpawner(Spawner):
             self.instance_name = instance_name(self.user.name, self.name)
             self.instance_namespace = self.namespace
             kube, watch = await self._kube(), await self._watch()
-            if watch.instance(self.instance_name) is not None:  # left over from a crash
+            leftover = watch.instance(self.instance_name)
+            if leftover is not None and (leftover.get("spec") or {}).get("purge"):
+                # A deleted user's data is still being deleted: starting now would cancel that
+                # and hand it to whoever has this name now.
+                raise SpawnFailed(
+                    f"jupyternetes: the data of an earlier {self.instance_name} is still being "
+                    "deleted (spec.purge); try again once the reconciler has finished"
+                )
+            if leftover is not None:  # left over from a crash
                 await self._delete_and_wait(kube, watch)
             body = await self._instance_body(profile)
             body["spec"].update(await self._sealed_token(kube))
@@ -639,7 +657,7 @@ def _exit_status(status: dict, pod: dict) -> int | None:
     if state == "Failed" or status.get("phase") in ("Purged", "Purging"):
         return 1
     reason = _condition(status, "Degraded").get("reason")
-    if state in (None, "Missing", "Error") and reason in CONFIG_ERRORS:
+    if state in (None, "Missing", "Error") and reason in NO_COMEBACK:
         return 1
     return None
 

@@ -43,10 +43,17 @@ class ItemView:
 
 
 def views_from_outcomes(outcomes: list[ItemOutcome]) -> list[ItemView]:
+    """A waiting pod is shown under the name it runs as (a renamed item keeps its old pod)."""
     return [
-        ItemView(o.item.section, o.item.item, o.item.name, o.live, o.action, o.message, o.fields)
+        ItemView(o.item.section, o.item.item, _shown_name(o), o.live, o.action, o.message, o.fields)
         for o in outcomes
     ]
+
+
+def _shown_name(outcome: ItemOutcome) -> str:
+    if outcome.action == "waiting" and outcome.live:
+        return outcome.live["metadata"]["name"]
+    return outcome.item.name
 
 
 def _ready(pod: Manifest) -> bool:

@@ -80,9 +80,35 @@ def pod_change(applied: Manifest, desired: Manifest) -> PodChange:
     if not applied:
         return PodChange(("spec",), ())
     return PodChange(
-        tuple(changes(_body(applied), _body(desired))),
+        tuple(changes(_without_admitted(_body(applied), desired), _body(desired))),
         tuple(changes(_metadata(applied), _metadata(desired), "metadata")),
     )
+
+
+# Kubernetes' DefaultTolerationSeconds admission adds these to every pod's tolerations (a list
+# we own whole once we set it): they are not a change of ours.
+_ADMITTED_TOLERATIONS = frozenset(
+    ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+)
+
+
+def _without_admitted(body: Manifest, desired: Manifest) -> Manifest:
+    tolerations = (body.get("spec") or {}).get("tolerations")
+    if not isinstance(tolerations, list):
+        return body
+    wanted = (desired.get("spec") or {}).get("tolerations") or []
+    kept = [
+        t
+        for t in tolerations
+        if t in wanted
+        or not (
+            isinstance(t, dict)
+            and t.get("key") in _ADMITTED_TOLERATIONS
+            and t.get("effect") == "NoExecute"
+            and t.get("operator") == "Exists"
+        )
+    ]
+    return {**body, "spec": {**body["spec"], "tolerations": kept}}
 
 
 def decide(strategy: UpdateStrategy, change: PodChange) -> Decision:

@@ -17,7 +17,7 @@ from reconcile_helpers import (
 )
 from test_controller import running, settings_for
 
-from jupyternetes_ssa.kube import POD, TEMPLATE, Kube
+from jupyternetes_ssa.kube import POD, TEMPLATE, ApiError, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.wait import wait_gone
 
@@ -116,7 +116,8 @@ async def test_by_default_a_running_pod_keeps_running_and_the_change_waits(
     summary = await once(kube, namespace)
     assert actions(summary, "jovyan") == {"waiting": 1, "unchanged": 1}
     assert not result_for(summary, "jovyan").status_written
-    assert set(calls) == {"GET"} and len(calls) == 5, calls
+    # 5 lists (owned kinds, instances, templates, events) + the sealing keys' Secret and ConfigMap
+    assert set(calls) == {"GET"} and len(calls) == 7, calls
     assert (await kube.get(POD, namespace, POD_NAME))["metadata"]["resourceVersion"] == (
         pod["metadata"]["resourceVersion"]
     )
@@ -285,14 +286,31 @@ async def test_recreate_never_deletes_a_pod_for_a_template_the_apiserver_rejects
     template = await running_seed(kube, namespace, "Recreate")
     uid = (await kube.get(POD, namespace, POD_NAME))["metadata"]["uid"]
 
+    # A fault only admission knows (validation passes it): the namespace now enforces
+    # `baseline` and the new pod is privileged. A dry-run update of the running pod cannot see
+    # it (pod specs are immutable); the pod is kept only if the re-created one is checked.
+    await kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
+            },
+        },
+        field_manager="test-admin",
+    )
+
     def broken(t: dict) -> None:
-        notebook_container(t).update(image=NEW_IMAGE, imagePullPolice="Always")  # a typo
+        container = notebook_container(t)
+        container.update(image=NEW_IMAGE, securityContext={"privileged": True})
 
     await put(kube, edited(template, broken))
+    await wait_for(lambda: _refused(kube, namespace), timeout=30, message="PSA enforces")
     summary = await once(kube, namespace)
 
     assert result_for(summary, "jovyan").reason == "ApplyFailed"
-    assert "imagePullPolice" in result_for(summary, "jovyan").error
+    assert "PodSecurity" in result_for(summary, "jovyan").error
     pod = await kube.get(POD, namespace, POD_NAME)
     assert pod["metadata"]["uid"] == uid
     assert not pod["metadata"].get("deletionTimestamp")
@@ -331,3 +349,48 @@ async def test_continuous_mode_leaves_a_running_pod_alone_and_starts_the_next_on
         await wait_for(new_pod, timeout=90, message="a new pod")
         pod = await kube.get(POD, namespace, POD_NAME)
         assert pod["spec"]["containers"][0]["image"] == NEW_IMAGE
+
+
+async def _refused(kube: Kube, namespace: str) -> bool:
+    """Pod Security reads namespace labels from a cache: wait until it refuses a privileged pod."""
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "psa-probe", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]
+        },
+    }
+    try:
+        await kube.apply(probe, dry_run=True, field_manager="psa-probe")
+    except ApiError as err:
+        return err.status == 403
+    return False
+
+
+async def test_a_renamed_pod_item_waits_for_the_next_start_too(kube: Kube, namespace: str):
+    """Changing an item's resourceName must not restart a running server (nor prune it as an
+    item the template no longer lists): the new name is used at the pod's next start."""
+    template = await running_seed(kube, namespace, "OnRestart")
+    uid = (await kube.get(POD, namespace, POD_NAME))["metadata"]["uid"]
+    renamed = edited(
+        template, lambda t: t["spec"]["pods"][0].update(resourceName="{jupyterhub.user.name}-srv")
+    )
+    await put(kube, renamed)
+
+    summary = await once(kube, namespace)
+
+    assert not summary.pruned
+    assert actions(summary, "jovyan")["waiting"] == 1
+    assert (await kube.get(POD, namespace, POD_NAME))["metadata"]["uid"] == uid
+    assert await kube.get(POD, namespace, "jovyan-srv") is None
+    status = await status_of(kube, namespace, "jovyan")
+    assert status["pods"]["notebook"]["resourceName"] == POD_NAME
+    assert condition(status, "Progressing")["reason"] == "UpdatePendingRestart"
+    again = await once(kube, namespace)  # stable: still waiting, nothing pruned
+    assert not again.pruned and actions(again, "jovyan")["waiting"] == 1
+
+    await kube.delete(POD, namespace, POD_NAME, uid=uid)  # the server stops
+    await wait_gone(kube, POD, namespace, POD_NAME, uid)
+    await once(kube, namespace)
+    assert await kube.get(POD, namespace, "jovyan-srv") is not None

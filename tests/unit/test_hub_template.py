@@ -23,7 +23,11 @@ USERS = ["alice", "alice@example.com", "Ünïcødé ユーザー", "UPPER.Case",
 def instance(user: str, server: str = "", **extra: str) -> dict:
     """The variables the spawner sends, with stand-ins for the hub's URLs and env."""
     placeholders = set(re.findall(r"\{([^{}]+)\}", yaml.safe_dump(TEMPLATE)))
-    variables = {n: f"value-of-{n}" for n in placeholders if not n.startswith("jupyternetes.")}
+    variables = {
+        n: f"value-of-{n}"
+        for n in placeholders
+        if not n.startswith("jupyternetes.") and n != "jupyterhub.api_token_secret"  # a built-in
+    }
     variables.update(name_variables(user, server))
     variables.update({"jupyterhub.user.name": user, "jupyterhub.server.name": server, **extra})
     name = instance_name(user, server)
@@ -32,7 +36,11 @@ def instance(user: str, server: str = "", **extra: str) -> dict:
         "apiVersion": "kadense.io/v1",
         "kind": "JupyterNotebookInstance",
         "metadata": {"name": name, "namespace": "jhub"},
-        "spec": {"template": {"name": "hub-template"}, "variables": variables},
+        "spec": {
+            "template": {"name": "hub-template"},
+            "variables": variables,
+            "sealedApiToken": {"keyId": "k", "ciphertext": "c"},  # what the spawner sends
+        },
     }
 
 

@@ -91,7 +91,8 @@ def test_a_patch_whose_condition_holds_is_merged_by_the_rules():
 def test_a_patch_whose_condition_fails_changes_nothing():
     plain = pod(template([notebook()]), profile="std", gpus="2")
     assert pod(template([notebook(patches=[GPU])]), profile="std", gpus="2") == plain
-    assert pod(template([notebook(patches=[GPU])]), gpus="2") == plain  # variable absent
+    with pytest.raises(RenderError, match="which the instance does not send"):  # a typo
+        pod(template([notebook(patches=[GPU])]), gpus="2")
 
 
 def test_named_items_merge_by_name_and_unknown_names_are_appended():
@@ -240,7 +241,7 @@ def test_a_patch_whose_condition_is_false_changes_nothing(base, patch, value):
         {"condition": {"variable": "flavour", "equals": "gpu"}, "merge": {"spec": patch}}
     ]
     plain = {"name": "p", "spec": spec}
-    variables = {"flavour": value} if value else {}
+    variables = {"flavour": value or "standard"}  # an unsent variable is an error, not false
     assert (
         render(template([patched]), instance(**variables)).items
         == render(template([plain]), instance(**variables)).items

@@ -205,3 +205,23 @@ def test_the_token_secret_variable_is_a_built_in_of_instances_with_a_sealed_toke
         render(TEMPLATE, _instance(False))  # no sealed token: no Secret to point at
     with pytest.raises(RenderError, match="built-in"):
         render(TEMPLATE, _instance(True, **{"jupyterhub.api_token_secret": "someone-elses"}))
+
+
+def test_an_instance_without_a_sealed_token_may_not_name_the_token_secret():
+    """Else a breached hub points a pod's secretKeyRef at any Secret with a `token` key."""
+    from jupyternetes_ssa.errors import RenderError
+    from jupyternetes_ssa.render import render
+
+    template = {
+        "metadata": {"name": "t", "namespace": "ns"},
+        "spec": {"pods": [{"name": "nb", "spec": {"containers": [{"name": "c", "image": "i"}]}}]},
+    }
+    instance = {
+        "metadata": {"name": "evil", "namespace": "ns", "uid": "u"},
+        "spec": {
+            "template": {"name": "t"},
+            "variables": {"jupyterhub.api_token_secret": "db-creds"},
+        },
+    }
+    with pytest.raises(RenderError, match="is reserved"):
+        render(template, instance)

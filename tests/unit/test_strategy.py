@@ -307,3 +307,22 @@ def test_item_strategy_errors_name_the_field(section, item, path):
         item_strategy(section, item, f"{section}[p]")
     assert info.value.path == path
     assert info.value.fix
+
+
+def test_tolerations_kubernetes_adds_are_no_change():
+    """DefaultTolerationSeconds appends not-ready/unreachable to a tolerations list we own."""
+    ours = [{"key": "a", "operator": "Exists"}]
+    admitted = [
+        *ours,
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 300},
+    ]  # fmt: skip
+    desired = {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"x": "2"}},
+               "spec": {"tolerations": ours}}  # fmt: skip
+    applied = {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"x": "1"}},
+               "spec": {"tolerations": admitted}}  # fmt: skip
+    change = pod_change(applied, desired)
+    assert change.spec == () and change.metadata
+    assert pod_change(applied, {**desired, "spec": {"tolerations": []}}).spec  # a real change

@@ -294,3 +294,28 @@ def test_yaml_the_seed_dumps_round_trips_through_the_loader(tmp_path: Path):
     path.write_text(yaml.safe_dump_all([SEED_TEMPLATE, SEED_INSTANCE]))
 
     assert load_documents(path) == [SEED_TEMPLATE, SEED_INSTANCE]
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"),
+    ],
+)
+def test_custom_resources_in_k8s_io_groups_are_left_to_the_cluster(api_version, kind):
+    """Gateway API and snapshots are CRDs, though their groups end in k8s.io."""
+    from jupyternetes_ssa.schema import check_objects
+
+    obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}, "spec": {}}
+    problems, notes = check_objects([("otherResources[x]", obj)], "t.yaml")
+    assert not problems
+    assert any("checked only in the cluster" in n for n in notes)
+
+
+def test_a_kind_missing_from_a_served_group_is_still_a_typo():
+    from jupyternetes_ssa.schema import check_objects
+
+    obj = {"apiVersion": "v1", "kind": "ConfigMapp", "metadata": {"name": "x"}}
+    problems, _ = check_objects([("otherResources[x]", obj)], "t.yaml")
+    assert problems and "ConfigMap" in str(problems[0])
