@@ -209,6 +209,9 @@ async def test_an_instance_deleted_while_starting_fails_the_start():
         ("Failed", "ItemFailed", "Failed", 1),
         ("Succeeded", "ItemFailed", "Failed", 0),
         ("Running", "AsExpected", "Purging", 1),
+        ("Missing", "SealingKeyUnknown", "Error", 1),  # its token cannot be opened any more
+        ("Missing", "NameConflict", "Error", 1),
+        ("Running", "SealingKeyUnknown", "Error", None),  # still serving
     ],
 )
 def test_poll_drops_a_server_only_when_it_cannot_run_again(state, degraded, phase, expected):
