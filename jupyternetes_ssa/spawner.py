@@ -343,7 +343,11 @@ class JupyternetesSpawner(Spawner):
             self.instance_namespace = self.namespace
             kube, watch = await self._kube(), await self._watch()
             leftover = watch.instance(self.instance_name)
-            if leftover is not None and (leftover.get("spec") or {}).get("purge"):
+            if (
+                leftover is not None
+                and (leftover.get("spec") or {}).get("purge")
+                and (leftover.get("status") or {}).get("phase") != "Purged"
+            ):
                 # A deleted user's data is still being deleted: starting now would cancel that
                 # and hand it to whoever has this name now.
                 raise SpawnFailed(
