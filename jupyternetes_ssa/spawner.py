@@ -343,11 +343,7 @@ class JupyternetesSpawner(Spawner):
             self.instance_namespace = self.namespace
             kube, watch = await self._kube(), await self._watch()
             leftover = watch.instance(self.instance_name)
-            if (
-                leftover is not None
-                and (leftover.get("spec") or {}).get("purge")
-                and (leftover.get("status") or {}).get("phase") != "Purged"
-            ):
+            if _purge_pending(leftover):
                 # A deleted user's data is still being deleted: starting now would cancel that
                 # and hand it to whoever has this name now.
                 raise SpawnFailed(
@@ -530,6 +526,8 @@ class JupyternetesSpawner(Spawner):
     async def stop(self, now: bool = False) -> None:
         self.instance_name, self.instance_namespace = self._name(), self._namespace()
         watch = await self._watch(self.instance_namespace)
+        if _purge_pending(watch.instance(self.instance_name)):
+            return  # an earlier user's data is being deleted: deleting this would cancel that
         await self._delete_and_wait(await self._kube(), watch)
 
     async def _delete_and_wait(self, kube: Kube, watch: InstanceWatch, uid: str = "") -> None:
@@ -664,6 +662,15 @@ def _exit_status(status: dict, pod: dict) -> int | None:
     if state in (None, "Missing", "Error") and reason in NO_COMEBACK:
         return 1
     return None
+
+
+def _purge_pending(instance: Manifest | None) -> bool:
+    """A deleted server's data that the reconciler has not finished deleting (spec.purge)."""
+    return (
+        instance is not None
+        and bool((instance.get("spec") or {}).get("purge"))
+        and (instance.get("status") or {}).get("phase") != "Purged"
+    )
 
 
 def _progress_event(instance: Manifest | None) -> dict[str, Any]:

@@ -496,6 +496,18 @@ async def test_deleting_a_user_is_quick_without_the_reconciler_and_when_its_prof
         assert time.monotonic() - started < 40  # purge_wait (10 s), not delete_timeout (120 s)
         purging = await kube.get(INSTANCE, hub.namespace, instance_name(user))
         assert purging["spec"]["purge"] is True
+        # The name goes to someone new before the purge ran: their start must not cancel it
+        # and get the deleted user's volume.
+        await _new_user(hub, user)
+        await hub.api.post(_path(user))
+        await wait_for(
+            lambda: "is still being deleted" in hub.log.read_text(),
+            timeout=60,
+            message="the start refused while the purge is pending",
+        )
+        assert not (await _model(hub, user)).get("ready")
+        still = await kube.get(INSTANCE, hub.namespace, instance_name(user))
+        assert still["spec"]["purge"] is True
     finally:
         reconciler.start()
         (hub.workdir / "no-alt").unlink()
