@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jupyternetes_ssa import patches
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label
 from jupyternetes_ssa.render import (
@@ -465,7 +466,25 @@ def template_objects(template: Manifest) -> list[tuple[str, Manifest]]:
         entries = spec.get(section) if isinstance(spec.get(section), list) else []
         for item in entries:
             if isinstance(item, Mapping) and is_dns_label(item.get("name")):
-                out.append((f"{section}[{item['name']}]", _probe_object(section, item)))
+                path = f"{section}[{item['name']}]"
+                out.append((path, _probe_object(section, item)))
+                out += _patched_objects(section, item, path)
+    return out
+
+
+def _patched_objects(section: Section, item: Mapping, path: str) -> list[tuple[str, Manifest]]:
+    """The item with each patch merged in, whatever its condition: a typo in a patch must show
+    without an instance that selects it. Patches malformed in shape are _check_patches'."""
+    out = []
+    for index, patch in enumerate(item.get("patches") or []):
+        if not isinstance(patch, Mapping) or not isinstance(patch.get("merge"), Mapping):
+            continue
+        where = f"{path}.patches[{index}]"
+        try:
+            merged = patches.merged(item, patch["merge"], where)
+        except RenderError:
+            continue
+        out.append((where, _probe_object(section, merged)))
     return out
 
 

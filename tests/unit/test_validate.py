@@ -319,3 +319,15 @@ def test_a_kind_missing_from_a_served_group_is_still_a_typo():
     obj = {"apiVersion": "v1", "kind": "ConfigMapp", "metadata": {"name": "x"}}
     problems, _ = check_objects([("otherResources[x]", obj)], "t.yaml")
     assert problems and "ConfigMap" in str(problems[0])
+
+
+def test_a_typo_in_a_patch_shows_without_an_instance_that_selects_it():
+    template, _ = seed()
+    template["spec"]["pods"][0]["patches"] = [
+        {
+            "condition": {"variable": "profile", "equals": "gpu"},
+            "merge": {"spec": {"nodeselector": {"gpu": "true"}}},
+        }
+    ]
+    problems, _ = template_problems(template, "t.yaml")
+    assert any("nodeselector" in str(p) and "patches[0]" in str(p) for p in problems), problems
