@@ -158,6 +158,11 @@ def _check_scalar(node: yaml.ScalarNode, subject: str) -> None:
         raise _at(node, subject, "holds a lone surrogate (not Unicode text)", "remove it") from None
     if node.tag == f"{_TAG}float" and node.value.lower().lstrip("+-") in (".nan", ".inf"):
         raise _at(node, subject, f"{node.value!r} is not a number JSON can carry", _FIX)
+    if not node.style and (  # plain (the C loader says "", the Python one None)
+        (node.tag == f"{_TAG}str" and node.value in ("y", "Y", "n", "N"))
+        or (node.tag in (f"{_TAG}int", f"{_TAG}float") and ":" in node.value)
+    ):  # kubectl's YAML reads these otherwise (y/n a boolean, 1:20 a string): the two disagree
+        raise _at(node, subject, f"unquoted {node.value!r} reads differently in kubectl", _FIX)
 
 
 def _check_keys(node: yaml.MappingNode, subject: str) -> None:

@@ -123,7 +123,7 @@ SHAPE = [
     Case("label-value-64-chars", f"{P}.labels.long", "at most 63",
          put(lambda t: pod(t)["labels"], "long", "a" * 64), cluster="63"),
     Case("label-key-bad-prefix", f'{P}.labels key "Example.com/x"', "not a DNS subdomain",
-         put(lambda t: pod(t)["labels"], "Example.com/x", "y"), cluster="Example.com/x"),
+         put(lambda t: pod(t)["labels"], "Example.com/x", "v"), cluster="Example.com/x"),
     Case("annotation-value-number", f"{P}.annotations.replicas", "not a number",
          put(pod, "annotations", {"replicas": 3})),
     Case("owned-by-instance-a-string", f"{V}.ownedByInstance", "true or false",

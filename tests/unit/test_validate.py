@@ -331,3 +331,15 @@ def test_a_typo_in_a_patch_shows_without_an_instance_that_selects_it():
     ]
     problems, _ = template_problems(template, "t.yaml")
     assert any("nodeselector" in str(p) and "patches[0]" in str(p) for p in problems), problems
+
+
+@pytest.mark.parametrize("text", ["a: y\n", "a: N\n", "cpu: 1:20\n"])
+def test_scalars_kubectl_reads_otherwise_are_refused(tmp_path: Path, text: str):
+    from jupyternetes_ssa.load import LoadError, load_documents
+
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(LoadError, match="reads differently in kubectl"):
+        load_documents(path)
+    path.write_text(text.replace(": ", ': "', 1).rstrip("\n") + '"\n')  # quoted: fine
+    assert load_documents(path)
