@@ -183,15 +183,20 @@ def _progress(views: list[ItemView], pods: dict[str, dict]) -> tuple[bool, str, 
         )
         if reason == "UpdatePendingRestart":
             return True, reason, f"{WAITS_FOR_RESTART}: {detail}"
-        hint = (
-            ""
-            if reason == "Recreating"
-            else (
+        if reason == "Recreating":
+            return True, reason, f"changes waiting for a re-create: {detail}"
+        if all(v.section == "pods" for v in pending):
+            hint = (
                 " (Kubernetes forbids these changes in place: set updateStrategy: Recreate on the"
                 " template item or run with --recreate-pods to re-create the pod)"
             )
+            return True, reason, f"changes waiting for a re-create: {detail}{hint}"
+        hint = (  # PVCs and other objects are never deleted to apply a change
+            " (Kubernetes forbids these changes in place, and the reconciler never re-creates a"
+            " PVC or other object for them: change the template back, or replace the object by"
+            " hand)"
         )
-        return True, reason, f"changes waiting for a re-create: {detail}{hint}"
+        return True, reason, f"changes Kubernetes refuses in place: {detail}{hint}"
     starting = {k: e for k, e in pods.items() if e["state"] in ("Processed", "Missing")}
     if starting:
         detail = "; ".join(f"pod {k}: {_starting_detail(e)}" for k, e in starting.items())
