@@ -323,7 +323,13 @@ class JupyternetesSpawner(Spawner):
         )
         if self.api_token_in_variables:
             variables["jupyterhub.api_token"] = self.api_token
+        own = set(variables)
         for key, value in {**self.extra_variables, **profile.variables}.items():
+            if key in own:  # the user's identity: no profile, choice or config may replace it
+                raise SpawnFailed(
+                    f"jupyternetes: configuration error: extra_variables or a profile sets "
+                    f"{key!r}, which the spawner sets itself; rename that variable"
+                )
             variables[key] = await _resolve(value, self)
         return variables
 
