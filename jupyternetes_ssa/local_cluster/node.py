@@ -312,10 +312,10 @@ class NodeAgent:
             await self._record(pod, "Pulled", f'Container image "{image}" already present')
             await self._record(pod, "Created", f"Created container {container['name']}")
         status = await self.runtime.start(pod, ip, HOST_IP)
+        self._started[uid] = status  # at once: a process that exits fast publishes against it
+        await self._patch_status(pod, status)
         for container in pod["spec"].get("containers") or []:
             await self._record(pod, "Started", f"Started container {container['name']}")
-        self._started[uid] = status
-        await self._patch_status(pod, status)
         log.info("pod %s: %s at %s", _ref(pod), status.get("phase"), ip)
 
     async def _record(self, pod: Object, reason: str, message: str) -> None:
