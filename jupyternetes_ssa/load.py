@@ -10,6 +10,8 @@ refused with the line, rather than printed as invalid JSON or silently changed.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,8 @@ def load_documents(path: Path, max_bytes: int = MAX_FILE_BYTES) -> list[dict[str
 def _read(path: Path, max_bytes: int) -> str:
     """At most max_bytes of UTF-8 text; reading stops there (a device or pipe can be endless)."""
     try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):  # opening it would wait for a writer, for ever
+            raise LoadError("is a named pipe, not a file", subject=str(path), fix="name a file")
         with open(path, "rb") as stream:
             data = stream.read(max_bytes + 1)
     except OSError as err:

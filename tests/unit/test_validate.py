@@ -343,3 +343,14 @@ def test_scalars_kubectl_reads_otherwise_are_refused(tmp_path: Path, text: str):
         load_documents(path)
     path.write_text(text.replace(": ", ': "', 1).rstrip("\n") + '"\n')  # quoted: fine
     assert load_documents(path)
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path: Path):
+    import os
+
+    from jupyternetes_ssa.load import LoadError, load_documents
+
+    fifo = tmp_path / "t.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(LoadError, match="named pipe"):
+        load_documents(fifo)
