@@ -240,7 +240,7 @@ def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
     return outcome
 
 
-async def _converge(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
+async def _all_or_nothing(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
     """All-or-nothing: every change but the first is validated by a dry-run; the first is
     applied for real, and if the apiserver rejects it nothing has been written yet."""
     checks = await _validate(kube, todo[1:])
@@ -381,6 +381,6 @@ async def _apply_items(
             _dry_run_report(p, c) for p, c in zip(todo, await _validate(kube, todo), strict=True)
         ]
     else:
-        outcomes = await _converge(kube, todo, recreate_pods) if todo else []
+        outcomes = await _all_or_nothing(kube, todo, recreate_pods) if todo else []
     done.update({p.item.ref: _as_planned(p, o) for p, o in zip(todo, outcomes, strict=True)})
     return [done[p.item.ref] for p in plans]

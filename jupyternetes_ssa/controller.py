@@ -58,14 +58,6 @@ def _labels(obj: Manifest) -> dict:
     return obj["metadata"].get("labels") or {}
 
 
-def _instance_label(obj: Manifest) -> tuple[str, str]:
-    meta = obj["metadata"]
-    lbl = meta.get("labels") or {}
-    return lbl.get(labels.INSTANCE_NAMESPACE, meta.get("namespace", "")), lbl.get(
-        labels.INSTANCE, ""
-    )
-
-
 class Controller:
     def __init__(self, kube: Kube, settings: Settings):
         self.s = settings
@@ -205,17 +197,10 @@ class Controller:
                 self.queue.add(key)
 
     def _owner_of(self, obj: Manifest) -> Key | None:
-        meta = obj["metadata"]
-        lbl = meta.get("labels") or {}
-        return self.by_label.get(
-            (
-                lbl.get(labels.INSTANCE_NAMESPACE, meta.get("namespace", "")),
-                lbl.get(labels.INSTANCE, ""),
-            )
-        )
+        return self.by_label.get(labels.instance_of(obj))
 
     def _on_owned(self, kind: str, obj: Manifest, old: Manifest | None) -> None:
-        members = self.members[_instance_label(obj)]
+        members = self.members[labels.instance_of(obj)]
         if kind == "DELETED":
             members.discard(identity(obj))
         else:

@@ -21,3 +21,10 @@ DELETION_POLICY = "jupyternetes-ssa.kadense.io/deletion-policy"
 ITEM_LABEL = {"pods": POD_ITEM, "pvcs": PVC_ITEM, "otherResources": OTHER_ITEM}
 
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+
+
+def instance_of(obj: dict) -> tuple[str, str]:
+    """(namespace, instance label value) that an object's labels name."""
+    meta = obj.get("metadata", {})
+    lbl = meta.get("labels") or {}
+    return lbl.get(INSTANCE_NAMESPACE, meta.get("namespace", "")), lbl.get(INSTANCE, "")

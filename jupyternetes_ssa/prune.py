@@ -23,11 +23,6 @@ from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
 Wanted = dict[Key, set[tuple[str, Key]] | None]  # instance -> objects it wants; None: unknown
 
 
-def ours(obj: Manifest) -> bool:
-    """Made by us: our label and field manager (and, since owner records, a record)."""
-    return managed_by_us(obj)
-
-
 class _ByLabel:
     """Instances by (namespace, label value), built only if an object without a record needs it
     (a scan of every instance per reconcile would be quadratic at start-up)."""
@@ -53,11 +48,7 @@ def owner_key(obj: Manifest, by_label: _ByLabel) -> Key | None:
     recorded = owner_of(obj)
     if recorded is not None:
         return recorded.key
-    meta = obj["metadata"]
-    lbl = meta.get("labels") or {}
-    return by_label.get(
-        (lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, ""))
-    )
+    return by_label.get(labels.instance_of(obj))
 
 
 def _named_owner(obj: Manifest) -> Key:
@@ -65,9 +56,7 @@ def _named_owner(obj: Manifest) -> Key:
     recorded = owner_of(obj)
     if recorded is not None:
         return recorded.key
-    meta = obj["metadata"]
-    lbl = meta.get("labels") or {}
-    return lbl.get(labels.INSTANCE_NAMESPACE, meta["namespace"]), lbl.get(labels.INSTANCE, "")
+    return labels.instance_of(obj)
 
 
 def _why(obj: Manifest, observed: Observed, by_label: _ByLabel, wanted: Wanted) -> str | None:
@@ -118,7 +107,7 @@ def _candidate(obj: Manifest, reason: str, allowed: bool) -> PruneCandidate:
 def _ours_alive(observed: Observed):
     for objects in observed.owned.values():
         for obj in objects.values():
-            if ours(obj) and not obj["metadata"].get("deletionTimestamp"):
+            if managed_by_us(obj) and not obj["metadata"].get("deletionTimestamp"):
                 yield obj
 
 
@@ -134,7 +123,7 @@ def plan_prune(
     alive = (
         _ours_alive(observed)
         if objects is None
-        else (o for o in objects if ours(o) and not o["metadata"].get("deletionTimestamp"))
+        else (o for o in objects if managed_by_us(o) and not o["metadata"].get("deletionTimestamp"))
     )
     for obj in alive:
         reason = _why(obj, observed, by_label, wanted)
@@ -166,7 +155,7 @@ async def _delete(kube: Kube, cand: PruneCandidate, dry_run: bool) -> bool:
         live is None
         or meta.get("uid") != cand.uid
         or meta.get("deletionTimestamp")
-        or not ours(live)
+        or not managed_by_us(live)
         or frozenset((meta.get("labels") or {}).items()) != cand.labels
     ):
         return False
@@ -204,7 +193,7 @@ def plan_purge(observed: Observed, namespace: str, name: str) -> list[PruneCandi
             obj, reason if not adopted(obj) else f"{reason}; kept: adopted", not adopted(obj)
         )
         for obj in _of_instance(observed, namespace, name)
-        if ours(obj) and not obj["metadata"].get("deletionTimestamp")
+        if managed_by_us(obj) and not obj["metadata"].get("deletionTimestamp")
     ]
 
 

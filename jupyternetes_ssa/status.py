@@ -260,7 +260,7 @@ def instance_status(
     error: str = "",
     reason: str = "",
 ) -> dict[str, Any]:
-    """The whole status we own for `instance` (compare with `ours(live)` before writing)."""
+    """The whole status we own for `instance` (compare with `our_status(live)` before writing)."""
     generation = instance["metadata"].get("generation", 0)
     sections = {
         s: {v.item: item_status(v, observed) for v in views if v.section == s} for s in SECTIONS
@@ -291,14 +291,14 @@ def instance_status(
     }
 
 
-def ours(status: dict[str, Any] | None) -> dict[str, Any]:
+def our_status(status: dict[str, Any] | None) -> dict[str, Any]:
     """The part of a live status that we write, for an is-it-different check."""
     status = status or {}
     return {k: status[k] for k in OURS if k in status}
 
 
 def needs_write(instance: Manifest, desired: dict[str, Any]) -> bool:
-    live = ours(instance.get("status"))
+    live = our_status(instance.get("status"))
     return live != {k: v for k, v in desired.items() if v not in ({}, None) or k in live}
 
 
