@@ -45,18 +45,6 @@ from jupyternetes_ssa.types import Manifest
 CONFIG_ERRORS = {
     e.reason for e in (RenderError, TemplateNotFound, TemplateNotAllowed, KindNotAllowed)
 }
-FATAL = CONFIG_ERRORS | {
-    "ApplyFailed",
-    "ItemFailed",
-    "PurgeFailed",
-    "NameConflict",
-    "SealingKeyMissing",
-    "SealingKeyUnknown",
-    "SealedForAnotherInstance",
-    "SealedTokenTampered",
-    "SealedTokenInvalid",
-    "TokenSecretConflict",
-}
 # Reasons that keep a pod that is gone from coming back: poll ends the server.
 NO_COMEBACK = CONFIG_ERRORS | {
     "NameConflict",
@@ -67,6 +55,7 @@ NO_COMEBACK = CONFIG_ERRORS | {
     "SealedTokenInvalid",
     "TokenSecretConflict",
 }
+FATAL = NO_COMEBACK | {"ApplyFailed", "ItemFailed", "PurgeFailed"}  # for a start in progress
 # How far a starting pod got, by the reason of its newest event (kubelet's and scheduler's).
 STEPS = {"Scheduled": 40, "Pulling": 50, "Pulled": 60, "Created": 70, "Started": 80}
 _BACKGROUND: set[asyncio.Task] = set()  # purges finishing after delete_forever returned

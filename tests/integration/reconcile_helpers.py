@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.kube import INSTANCE, POD, PVC, TEMPLATE, Kube
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, TEMPLATE, ApiError, Kube
 from jupyternetes_ssa.reconcile import reconcile_once
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.types import Summary
@@ -87,3 +87,21 @@ def condition(status: dict, type_: str) -> dict:
 
 async def get_template(kube: Kube, namespace: str, name: str = "default-template") -> dict:
     return await kube.get(TEMPLATE, namespace, name)
+
+
+async def pod_security_enforced(kube: Kube, namespace: str) -> bool:
+    """Pod Security reads namespace labels from a cache: true once it refuses a privileged pod
+    (refused at every enforced level, baseline and restricted)."""
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "psa-probe", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]
+        },
+    }
+    try:
+        await kube.apply(probe, dry_run=True, field_manager="psa-probe")
+    except ApiError as err:
+        return err.status == 403 and "PodSecurity" in err.message
+    return False

@@ -24,6 +24,7 @@ from reconcile_helpers import (
     edited,
     notebook_container,
     owned,
+    pod_security_enforced,
     put,
     result_for,
     seed_instance,
@@ -457,26 +458,13 @@ def restricted_template(namespace: str) -> dict:
     return template
 
 
-async def _enforced(kube: Kube, namespace: str) -> bool:
-    """PSA reads namespace labels from a cache: wait until it refuses a violating pod."""
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "psa-probe", "namespace": namespace},
-        "spec": {"containers": [{"name": "c", "image": "x"}]},
-    }
-    try:
-        await kube.apply(probe, dry_run=True, field_manager="psa-probe")
-    except ApiError as err:
-        return err.status == 403 and "PodSecurity" in err.message
-    return False
-
-
 async def test_pod_security_rejection_reaches_the_status_with_nothing_half_applied(
     kube: Kube, namespace: str
 ):
     await label(kube, namespace, RESTRICTED)
-    await wait_for(lambda: _enforced(kube, namespace), timeout=30, message="PSA enforces")
+    await wait_for(
+        lambda: pod_security_enforced(kube, namespace), timeout=30, message="PSA enforces"
+    )
     await put(kube, seed_template(namespace))
     await put(kube, restricted_template(namespace))
     await put(kube, seed_instance(namespace, "jovyan"))

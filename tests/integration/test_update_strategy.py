@@ -9,6 +9,7 @@ from reconcile_helpers import (
     edited,
     notebook_container,
     once,
+    pod_security_enforced,
     put,
     result_for,
     seed_instance,
@@ -17,7 +18,7 @@ from reconcile_helpers import (
 )
 from test_controller import running, settings_for
 
-from jupyternetes_ssa.kube import POD, TEMPLATE, ApiError, Kube
+from jupyternetes_ssa.kube import POD, TEMPLATE, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.wait import wait_gone
 
@@ -306,7 +307,9 @@ async def test_recreate_never_deletes_a_pod_for_a_template_the_apiserver_rejects
         container.update(image=NEW_IMAGE, securityContext={"privileged": True})
 
     await put(kube, edited(template, broken))
-    await wait_for(lambda: _refused(kube, namespace), timeout=30, message="PSA enforces")
+    await wait_for(
+        lambda: pod_security_enforced(kube, namespace), timeout=30, message="PSA enforces"
+    )
     summary = await once(kube, namespace)
 
     assert result_for(summary, "jovyan").reason == "ApplyFailed"
@@ -349,23 +352,6 @@ async def test_continuous_mode_leaves_a_running_pod_alone_and_starts_the_next_on
         await wait_for(new_pod, timeout=90, message="a new pod")
         pod = await kube.get(POD, namespace, POD_NAME)
         assert pod["spec"]["containers"][0]["image"] == NEW_IMAGE
-
-
-async def _refused(kube: Kube, namespace: str) -> bool:
-    """Pod Security reads namespace labels from a cache: wait until it refuses a privileged pod."""
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "psa-probe", "namespace": namespace},
-        "spec": {
-            "containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]
-        },
-    }
-    try:
-        await kube.apply(probe, dry_run=True, field_manager="psa-probe")
-    except ApiError as err:
-        return err.status == 403
-    return False
 
 
 async def test_a_renamed_pod_item_waits_for_the_next_start_too(kube: Kube, namespace: str):
