@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from copy import deepcopy
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,7 @@ from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
+log = logging.getLogger(__name__)
 HELD_BACK = "held back, another item was rejected: "
 WAITING = "the change waits for the pod's next start (updateStrategy OnRestart)"
 RECREATING = "deleted to apply a template change (updateStrategy Recreate)"
@@ -240,9 +242,59 @@ def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
     return outcome
 
 
+def _refusal(err: ApiError) -> bool:
+    """The apiserver judged the object and said no (not: it exists, or try again later)."""
+    return 400 <= err.status < 500 and err.status not in (409, 429) and not _guard_tripped(err)
+
+
+async def _create(kube: Kube, plan: Plan) -> tuple[ItemOutcome, bool]:
+    """Create one object; (outcome, whether the apiserver refused it)."""
+    try:
+        live = await kube.apply(ownership.guarded(plan.desired, None, plan.verdict))
+    except ApiError as err:
+        return _rejected(plan, err), _refusal(err)
+    return ItemOutcome(plan.item, "created", live), False
+
+
+async def _undo(kube: Kube, plan: Plan, made: ItemOutcome, cause: ItemOutcome) -> ItemOutcome:
+    """Delete an object this pass created (by uid: that very one, new and unused)."""
+    meta = made.live["metadata"]
+    res = await kube.resource(made.live["apiVersion"], made.live["kind"])
+    try:
+        await kube.delete(res, meta["namespace"], meta["name"], uid=meta.get("uid"))
+    except ApiError as err:  # kept, and reported: the next pass uses it once the rest passes
+        log.warning("%s: created, then not deleted again: %s", plan.item.ref, err)
+        return ItemOutcome(plan.item, "failed", made.live, f"{HELD_BACK}{cause.message}")
+    return _held_back(plan, cause)
+
+
+async def _create_all(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
+    """All-or-nothing for a new server at no cost to a start that succeeds: objects are created
+    in order without a dry-run, and when the apiserver refuses one, those this pass created are
+    deleted again. A failure that is no refusal (a timeout, a guard) undoes nothing: the object
+    may exist after all, and the next pass finds it."""
+    made: list[ItemOutcome] = []
+    for index, plan in enumerate(todo):
+        outcome, refused = await _create(kube, plan)
+        if outcome.action == "failed":
+            if refused:
+                pairs = zip(todo[:index], made, strict=True)
+                made = [await _undo(kube, p, m, outcome) for p, m in pairs]
+            return [
+                *made,
+                outcome,
+                *(_held_back(p, outcome) for p in todo[index + 1 :]),
+            ]
+        made.append(outcome)
+    return made
+
+
 async def _all_or_nothing(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
-    """All-or-nothing: every change but the first is validated by a dry-run; the first is
-    applied for real, and if the apiserver rejects it nothing has been written yet."""
+    """All-or-nothing: new objects are created and undone on a refusal (_create_all); changes to
+    existing ones are validated by a dry-run, all but the first, which is applied for real: if
+    the apiserver rejects it nothing has been written yet."""
+    if all(p.live is None and p.verdict == "create" for p in todo):
+        return await _create_all(kube, todo)
     checks = await _validate(kube, todo[1:])
     rejected = next((c for c in checks if c.action == "failed"), None)
     if rejected is not None:
@@ -330,6 +382,9 @@ async def apply_items(
     tripped = [o.item for o in outcomes if o.reason == "GuardTripped"]
     if not tripped:
         return outcomes
+    for made in outcomes:  # written by the first attempt: current now, not to be made again
+        if made.action in ("created", "configured") and made.live is not None and not dry_run:
+            fetched[made.item.ref] = made.live
     for item in tripped:
         res = await kube.resource(item.manifest["apiVersion"], item.manifest["kind"])
         fetched[item.ref] = await kube.get(res, item.ref.namespace, item.ref.name)

@@ -299,6 +299,14 @@ def reconcile(
     output: Annotated[Output, typer.Option(help="Summary format (once mode).")] = Output.text,
     concurrency: Annotated[int, typer.Option(help="Instances reconciled at once.")] = 8,
     resync_seconds: Annotated[float, typer.Option(help="Continuous: full pass period.")] = 300.0,
+    status_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Continuous: seconds between an instance's status writes that only report "
+            "progress (a verdict, such as Ready, is written at once).",
+        ),
+    ] = 3.0,
     leader_elect: Annotated[
         bool, typer.Option(help="Continuous: only the Lease holder works.")
     ] = False,
@@ -336,6 +344,7 @@ def reconcile(
         dry_run=dry_run,
         concurrency=concurrency,
         resync_seconds=resync_seconds,
+        status_interval_seconds=status_interval,
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
         lease_name=lease_name,

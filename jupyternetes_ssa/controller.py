@@ -35,6 +35,7 @@ from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.status import needs_write, urgent
 from jupyternetes_ssa.tenancy import template_key, uses_selector
 from jupyternetes_ssa.tokens import prepare
 from jupyternetes_ssa.types import Manifest
@@ -73,6 +74,7 @@ class Controller:
         self.kube = kube if self.elector is None else kube.fenced(self.elector.may_write)
         self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
         self._event_cache: dict[Key, Manifest] = {}
+        self._status_written: dict[Key, float] = {}  # when (monotonic) each status was written
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -253,6 +255,7 @@ class Controller:
         instance = self.observed.instances.get(key)
         if instance is None:
             self.wanted.pop(key, None)
+            self._status_written.pop(key, None)
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
@@ -260,19 +263,36 @@ class Controller:
         if self._labels_pending(instance):
             return True  # a grant may need labels still being listed: retry shortly
         started = time.monotonic()
-        result, want = await reconcile_instance(self.kube, self.observed, instance, self.s)
+        result, want = await reconcile_instance(
+            self.kube, self.observed, instance, self.s, self._pace_status
+        )
         self.metrics.duration.observe(time.monotonic() - started)
         self.wanted[key] = want
         for outcome in result.outcomes:
             self.metrics.applies.labels(outcome.action).inc()
         if result.status_written:
             self.metrics.status_writes.inc()
+            self._status_written[key] = time.monotonic()
+        if result.status_due:
+            self.queue.add_after(key, result.status_due)
         self.metrics.reconciles.labels("error" if result.error else "ok").inc()
         if result.error:
             self.metrics.errors.labels(result.reason or "Error").inc()
         if want is not None:
             await self._prune(only=key)
         return bool(result.error)
+
+    def _pace_status(self, instance: Manifest, status: dict) -> float:
+        """A starting pod moves on every few hundred milliseconds (scheduled, pulled, started):
+        a verdict (phase, Ready, an error) is written at once, progress at most once per
+        --status-interval, so a start costs about two status writes, none of them late for
+        what the hub waits on."""
+        if not needs_write(instance, status) or urgent(instance, status):
+            return 0.0
+        last = self._status_written.get(key_of(instance))
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.s.status_interval_seconds - time.monotonic())
 
     async def _worker(self) -> None:
         while True:

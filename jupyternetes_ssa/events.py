@@ -1,8 +1,11 @@
 """Kubernetes Events on instances: what the reconciler did, for `kubectl describe jni`.
 
-`notes` (pure) picks what a pass's result is worth telling: objects applied or re-created,
-changes waiting for a re-create, conflicts and rejected objects, render and template errors,
-objects pruned. `record` writes them, best effort: an Event is never worth failing a reconcile.
+`notes` (pure) picks what a pass's result is worth telling: changes applied to existing objects
+or re-created, changes waiting for a re-create, conflicts and rejected objects, render and
+template errors, objects pruned. A server's first objects are told by the instance's status
+alone (its conditions and `pods`/`pvcs` maps): an Event per created object would be a third of
+the requests of a start (BENCHMARKS.md). `record` writes them, best effort: an Event is never
+worth failing a reconcile.
 An Event's name is derived from the instance's uid, reason and message, so the same story told
 again (a problem that comes back) moves one Event's `lastTimestamp` instead of piling up
 objects (a merge patch: no `get` right on events is needed).
@@ -40,7 +43,7 @@ def notes(result: InstanceResult, status_changed: bool) -> list[Note]:
     found: list[Note] = []
     for o in result.outcomes:
         what = f"{o.item.section}[{o.item.item}] {o.item.manifest['kind']} {o.item.name}"
-        if o.action in ("created", "configured"):
+        if o.action == "configured":
             found.append(Note("Normal", "Applied", f"{what} {o.action}"))
         elif o.action == "recreating":
             found.append(Note("Normal", "Recreating", f"{what}: deleted to apply {_fields(o)}"))

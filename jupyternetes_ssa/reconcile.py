@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from jupyternetes_ssa import events, labels
@@ -242,8 +243,16 @@ async def _purge(
         result.reason = "Purging"
 
 
+# Seconds to hold back a status write that is only progress (0: write now); continuous mode's.
+StatusPace = Callable[[Manifest, dict], float]
+
+
 async def reconcile_instance(
-    kube: Kube, observed: Observed, instance: Manifest, settings: Settings
+    kube: Kube,
+    observed: Observed,
+    instance: Manifest,
+    settings: Settings,
+    pace: StatusPace | None = None,
 ) -> tuple[InstanceResult, set | None]:
     """Converge one instance and write its status; returns what it wants (None: unknown)."""
     result = InstanceResult(instance_ref(instance))
@@ -260,9 +269,11 @@ async def reconcile_instance(
         status = instance_status(
             instance, views, observed, now=now(), error=result.error, reason=result.reason
         )
-        result.status_written = await write_status(
-            kube, observed, instance, status, settings.dry_run
-        )
+        result.status_due = pace(instance, status) if pace and not settings.dry_run else 0.0
+        if not result.status_due:
+            result.status_written = await write_status(
+                kube, observed, instance, status, settings.dry_run
+            )
     except ApiError as err:
         result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None

@@ -31,6 +31,7 @@ class Settings:
     dry_run: bool = False  # compute and report, write nothing
     concurrency: int = 8  # instances reconciled at once
     resync_seconds: float = 300.0  # continuous mode: full pass this often
+    status_interval_seconds: float = 3.0  # continuous: progress-only status writes this far apart
     watch_timeout_seconds: int = 300  # server-side watch timeout before a re-watch
     backoff_base: float = 1.0  # per-instance retry backoff after an error...
     backoff_max: float = 300.0  # ...doubling up to this

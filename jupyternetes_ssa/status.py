@@ -297,6 +297,26 @@ def our_status(status: dict[str, Any] | None) -> dict[str, Any]:
     return {k: status[k] for k in OURS if k in status}
 
 
+def _verdicts(status: dict[str, Any]) -> tuple:
+    """What a reader waits on: the phase, each condition's verdict (not its wording) and each
+    object's state. Messages, a pod's latest event and its address alone are progress."""
+    conditions = {
+        c.get("type"): (c.get("status"), c.get("reason")) for c in status.get("conditions") or []
+    }
+    states = {
+        (section, item): entry.get("state")
+        for section in SECTIONS
+        for item, entry in (status.get(section) or {}).items()
+    }
+    return status.get("phase"), status.get("observedGeneration"), conditions, states
+
+
+def urgent(instance: Manifest, desired: dict[str, Any]) -> bool:
+    """Whether a status change must be written at once (a verdict changed), or is progress
+    that continuous mode may coalesce with the next one (controller.py)."""
+    return _verdicts(our_status(instance.get("status"))) != _verdicts(desired)
+
+
 def needs_write(instance: Manifest, desired: dict[str, Any]) -> bool:
     live = our_status(instance.get("status"))
     return live != {k: v for k, v in desired.items() if v not in ({}, None) or k in live}

@@ -92,6 +92,7 @@ class InstanceResult:
     error: str = ""
     reason: str = ""
     status_written: bool = False
+    status_due: float = 0.0  # seconds until a held-back status write is due (continuous mode)
 
     @property
     def converged(self) -> bool:

@@ -387,3 +387,21 @@ async def test_the_reconciler_survives_an_apiserver_crash_and_converges_after(
 
 async def _answers(kube: Kube, ns: str) -> bool:
     return await kube.get(INSTANCE, ns, "kate") is not None
+
+
+async def test_a_start_costs_two_status_writes_and_ready_is_never_held_back(
+    kube: Kube, namespace: str
+):
+    """Progress between the first status and Ready (a PVC bound, a pod scheduled, an address,
+    the node's events) is held back for --status-interval; the verdicts are written at once."""
+    await put(kube, seed_template(namespace))
+    async with running(kube, settings_for(namespace, status_interval_seconds=3600)) as ctl:
+        await wait_for(ctl.synced, timeout=30, message="caches synced")
+        await put(kube, seed_instance(namespace, "paced"))
+        await wait_for(
+            lambda: _phase(kube, namespace, "paced", "Running"), timeout=60, message="Running"
+        )
+        status = await status_of(kube, namespace, "paced")
+        assert status["pods"]["notebook"]["podAddress"], status  # carried by the Ready write
+        assert condition(status, "Ready")["status"] == "True"
+        assert ctl.metrics.status_writes._value.get() == 2  # Pending, then Running

@@ -28,8 +28,12 @@ def result(*outcomes: ItemOutcome, error: str = "", reason: str = "") -> Instanc
 
 def test_changes_are_told_and_steady_state_is_silent():
     assert notes(result(ItemOutcome(POD, "unchanged")), status_changed=True) == []
-    told = notes(result(ItemOutcome(POD, "created")), status_changed=False)
-    assert told == [Note("Normal", "Applied", "pods[notebook] Pod inst-notebook created")]
+    told = notes(result(ItemOutcome(POD, "configured")), status_changed=False)
+    assert told == [Note("Normal", "Applied", "pods[notebook] Pod inst-notebook configured")]
+
+
+def test_a_first_start_is_told_by_the_status_not_by_events():
+    assert notes(result(ItemOutcome(POD, "created")), status_changed=True) == []
 
 
 def test_what_persists_over_passes_is_told_only_when_the_status_changes():

@@ -18,6 +18,7 @@ from jupyternetes_ssa.status import (
     pod_problems,
     pod_state,
     provisioned,
+    urgent,
 )
 
 NS = "user-ns"
@@ -697,3 +698,37 @@ def test_a_warning_followed_by_a_normal_step_is_over():
     entry = item_status(pod_view(pod), observed_with(failed, scheduled))
     assert "errorMessage" not in entry
     assert entry["parameters"] == {"lastEvent": "Scheduled: assigned"}
+
+
+# --- urgent: what continuous mode writes at once, what it may coalesce ------------------------
+
+
+def _written(views: list[ItemView], obs: Observed | None = None) -> dict:
+    """An instance whose live status is what `views` give (as if written)."""
+    status = instance_status(instance(), views, obs or Observed(), now="T0")
+    return instance(**status)
+
+
+def test_progress_alone_is_not_urgent_but_a_verdict_is() -> None:
+    starting = make_pod(phase="Pending", ready=False, ip=None)
+    live = _written([pvc_view(make_pvc("Pending")), pod_view(starting)])
+    scheduled = make_pod(phase="Pending", ready=False, ip="10.0.0.9")
+    later = observed_with(event("Pulling", "pulling image", "2024-01-01T00:00:02Z"))
+    progress = instance_status(
+        live, [pvc_view(make_pvc("Bound")), pod_view(scheduled)], later, now="T1"
+    )
+    assert needs_write(live, progress)  # something changed (an address, a PVC phase, events)...
+    assert not urgent(live, progress)  # ...but nothing the hub waits on
+    running = instance_status(live, [pvc_view(make_pvc()), pod_view(make_pod())], later, now="T2")
+    assert urgent(live, running)  # Ready: written at once, carrying the address
+
+
+def test_a_first_status_an_error_and_a_new_generation_are_urgent() -> None:
+    views = [pvc_view(make_pvc()), pod_view(make_pod(phase="Pending", ready=False))]
+    fresh = instance()
+    assert urgent(fresh, instance_status(fresh, views, Observed(), now="T1"))
+    live = _written(views)
+    failed = instance_status(live, views, Observed(), now="T1", error="boom", reason="ApiError")
+    assert urgent(live, failed)
+    newer = dict(live, metadata={**live["metadata"], "generation": 3})
+    assert urgent(live, instance_status(newer, views, Observed(), now="T1"))
