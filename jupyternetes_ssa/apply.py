@@ -52,8 +52,9 @@ def stamped(
 ) -> Manifest:
     """The manifest we send: the rendered one plus our annotations (owner record, hash, PVC
     deletion policy)."""
-    desired = deepcopy(item.manifest)
-    annotations = desired["metadata"].setdefault("annotations", {})
+    meta = dict(item.manifest["metadata"])  # only metadata changes: a copy of it, not a deep one
+    annotations = meta["annotations"] = dict(meta.get("annotations") or {})
+    desired = {**item.manifest, "metadata": meta}
     if item.section != "pods":  # recorded, so GC knows the policy once the template is gone
         annotations[labels.DELETION_POLICY] = item.deletion_policy
     if owner is not None:

@@ -251,7 +251,10 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
 
     try:
         kube = await _connect(kubeconfig, context)
-        return await reconcile_once(kube, settings, prune_only=prune_only)
+        try:
+            return await reconcile_once(kube, settings, prune_only=prune_only)
+        finally:
+            await kube.close()
     except CannotConnect as err:  # no kubeconfig, unreachable server
         _cannot_connect(kubeconfig, err)
     except ApiError as err:

@@ -408,3 +408,5 @@ async def run_controller(kubeconfig: str | None, context: str | None, settings: 
     except BadSettings as err:
         log.error("%s", err)
         return 2
+    finally:
+        await kube.close()

@@ -13,6 +13,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from jupyternetes_ssa.managed import fields_of
+
 _QUANTITY = re.compile(
     r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
 )
@@ -159,7 +161,7 @@ def contested(desired: dict, live: dict, manager: str) -> list[str]:
     for entry in live.get("metadata", {}).get("managedFields") or []:
         if entry.get("manager") == manager or entry.get("subresource"):
             continue
-        for path in _managed_paths(entry.get("fieldsV1") or {}):
+        for path in _managed_paths(fields_of(entry)):
             if path in prefixes or any(path[:i] in ours for i in range(1, len(path))):
                 found.add(".".join(path))
     return sorted(found)

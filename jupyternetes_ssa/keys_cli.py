@@ -29,7 +29,10 @@ Context = Annotated[str | None, typer.Option(help="Kubeconfig context.")]
 def _run(work, kubeconfig: str | None, context: str | None):
     async def main():
         kube = await Kube.connect(kubeconfig=kubeconfig, context=context)
-        return await work(kube)
+        try:
+            return await work(kube)
+        finally:
+            await kube.close()
 
     try:
         return asyncio.run(main())
