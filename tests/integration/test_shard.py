@@ -178,7 +178,8 @@ async def test_two_once_passes_split_the_instances_with_none_served_twice(
         assert len(pods) == 1 and len(pvcs) == 1, n
 
     again = await asyncio.gather(*(once(kube, namespace, shard=Shard(i, 2)) for i in range(2)))
-    assert all(r.status_written is False and not r.error for s in again for r in s.instances)
+    assert [[r.instance.name for r in s.instances] for s in again] == served
+    assert all(o.action != "created" for s in again for r in s.instances for o in r.outcomes)
     assert not any(s.pruned for s in again)
 
 
