@@ -79,8 +79,9 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One bounded attempt; on success the write fence moves to now + renew deadline."""
         started = time.monotonic()
-        try:
-            won = await asyncio.wait_for(self._attempt(), self.s.renew_deadline_seconds / 2)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for may swallow a cancellation
+            async with asyncio.timeout(self.s.renew_deadline_seconds / 2):
+                won = await self._attempt()
         except TimeoutError:
             log.warning("leader election: the lease call timed out")
             return False
