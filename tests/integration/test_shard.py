@@ -110,10 +110,23 @@ async def shards(cluster, namespace: str, count: int, writes: Writes):
         assert codes == [0] * count, codes
 
 
-def users(count: int) -> list[str]:
-    """Instance names; the namespace is part of the hash, so each test checks that every shard
-    got some."""
-    return [f"user-{i}" for i in range(count)]
+def users(namespace: str, *counts: int, each: int = 2) -> list[str]:
+    """Instance names giving every shard of every configuration in `counts` at least `each`
+    instances (the namespace is part of the hash: names are picked per test)."""
+    names: list[str] = []
+    for i in range(10_000):
+        short = [
+            (c, k)
+            for c in counts
+            for k in range(c)
+            if sum(shard_of(namespace, n, c) == k for n in names) < each
+        ]
+        if not short:
+            return names
+        name = f"user-{i}"
+        if any(shard_of(namespace, name, c) == k for c, k in short):
+            names.append(name)
+    raise AssertionError("no such names")
 
 
 async def _phase(kube: Kube, ns: str, name: str, phase: str = "Running") -> bool:
@@ -158,7 +171,7 @@ async def uids(kube: Kube, ns: str, names: list[str]) -> dict[str, str]:
 async def test_two_once_passes_split_the_instances_with_none_served_twice(
     kube: Kube, namespace: str
 ):
-    names = [*users(6), LONG]
+    names = [*users(namespace, 2), LONG]
     await put(kube, seed_template(namespace))
     for n in names:
         await put(kube, seed_instance(namespace, n))
@@ -186,7 +199,7 @@ async def test_two_once_passes_split_the_instances_with_none_served_twice(
 async def test_two_continuous_shards_hold_and_write_only_their_own_instances(
     cluster, kube: Kube, namespace: str
 ):
-    names = [*users(6), LONG]
+    names = [*users(namespace, 2), LONG]
     await put(kube, seed_template(namespace))
     for n in names:
         await put(kube, seed_instance(namespace, n))
@@ -294,10 +307,12 @@ async def _named(kube: Kube, namespace: str) -> str | None:
 async def test_a_reshard_from_two_to_three_hands_over_without_overlap_or_loss(
     cluster, kube: Kube, namespace: str
 ):
-    names = users(8)
-    moving = [n for n in names if shard_of(namespace, n, 2) != shard_of(namespace, n, 3)]
-    assert len(moving) >= 2, "some instances must change shard"
-    assert len({shard_of(namespace, n, 3) for n in names}) == 3, "every new shard has work"
+    def moves(name: str) -> bool:
+        return shard_of(namespace, name, 2) != shard_of(namespace, name, 3)
+
+    names = users(namespace, 2, 3)
+    names += [n for n in (f"mover-{i}" for i in range(50)) if moves(n)][:2]
+    assert sum(map(moves, names)) >= 2, "instances that change shard"
     await put(kube, seed_template(namespace))
     for n in names:
         await put(kube, seed_instance(namespace, n))
