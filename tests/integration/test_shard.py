@@ -6,11 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import rbac_audit
 from reconcile_helpers import once, owned, put, seed_instance, seed_template, status_of
+from test_deploy import (
+    RBAC_KINDS,
+    build,
+    container_process,
+    delete_cluster_scoped,
+    free_port,
+    install_identity,
+    kubectl,  # noqa: F401 (a fixture)
+    one,
+    used_only_granted,
+)
 from test_gc import with_extras
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
@@ -376,3 +392,75 @@ async def test_a_reshard_from_two_to_three_hands_over_without_overlap_or_loss(
     assert await uids(kube, namespace, names) == before, "no pod or PVC re-created"
     assert await all_running(kube, namespace, names)
     assert took < 60, took
+
+
+# --- the shipped StatefulSet: its shards as processes, with its rights and no more --------------
+
+
+async def test_the_sharded_statefulset_splits_the_work_with_its_own_rights_and_no_more(
+    cluster,
+    kubectl: str,  # noqa: F811 (test_deploy's fixture)
+    kube: Kube,
+    namespace: str,
+    tmp_path: Path,
+):
+    """examples/deploy/sharded: pod i of the StatefulSet, as a local process holding only its
+    ServiceAccount's token (as test_deploy does for the Deployment), runs shard i of 2 on its
+    own Lease; every instance converges; every request is granted, and the Lease Role's every
+    right is used."""
+    suffix = f"-{namespace}"  # the ClusterRole and its binding are cluster-wide: unique names
+    docs = await build(kubectl, "sharded", tmp_path, namespace, suffix)
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    statefulset = one(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 2
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    names = users(namespace, 2, each=1)
+    await put(kube, seed_template(namespace))
+    for n in names:
+        await put(kube, seed_instance(namespace, n))
+    procs: list[subprocess.Popen] = []
+    try:
+        identity = await install_identity(
+            cluster,
+            kubectl,
+            rbac,
+            namespace,
+            pod["serviceAccountName"],
+            tmp_path / "sharded.kubeconfig",
+            ("patch", "pods", ""),
+            ("update", "leases", "coordination.k8s.io"),
+        )
+        for i in range(2):
+            pod_name = f"{statefulset['metadata']['name']}-{i}"
+            index = {"apps.kubernetes.io/pod-index": str(i)}
+            argv, env = container_process(container, namespace, pod_name, index)
+            assert f"--shard={i}/2" in argv and "--leader-elect" in argv
+            argv = [
+                f"--health-port={free_port()}" if a.startswith("--health-port") else a for a in argv
+            ]
+            env = {**os.environ, **env, "KUBECONFIG": str(identity)}
+            with (tmp_path / f"shard-{i}.log").open("w") as out:
+                procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
+        await wait_for(
+            lambda: all_running(kube, namespace, names),
+            timeout=120,
+            message=f"every instance Running (logs: {tmp_path}/shard-*.log)",
+        )
+        for i in range(2):
+            lease = await kube.get(LEASE, namespace, f"jupyternetes-ssa-{i}-of-2")
+            assert lease["spec"]["holderIdentity"] == f"{statefulset['metadata']['name']}-{i}"
+        assert await _named(kube, namespace) == "2"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(proc.wait, 30) for proc in procs]
+        await delete_cluster_scoped(cluster, kubectl, rbac)
+    assert codes == [0, 0], [(tmp_path / f"shard-{i}.log").read_text()[-2000:] for i in range(2)]
+    used_only_granted(cluster, identity, rbac)
+    if cluster.local is not None:
+        used = rbac_audit.uses(cluster.local.audit_log, rbac_audit.credential(identity))
+        leases_role = [
+            d for d in rbac if d["kind"] == "Role" and "leader-election" in d["metadata"]["name"]
+        ]
+        assert leases_role and not rbac_audit.never_used(rbac_audit.rules(leases_role), used, {})
