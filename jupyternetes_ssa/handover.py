@@ -25,6 +25,7 @@ means stopping every shard first (README, "Sharding").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Literal
@@ -83,11 +84,10 @@ class Handover:
 
     async def _gone(self, count: int) -> bool:
         """No shard of configuration `count` can be writing any more."""
-        for name in configuration_leases(self.s.lease_name, count):
-            lease = await self.kube.get(LEASE, self.s.lease_namespace, name)
-            if not self._expired(name, lease):
-                return False
-        return True
+        names = configuration_leases(self.s.lease_name, count)
+        ns = self.s.lease_namespace
+        leases = await asyncio.gather(*(self.kube.get(LEASE, ns, name) for name in names))
+        return all([self._expired(name, lease) for name, lease in zip(names, leases, strict=True)])
 
     def _expired(self, name: str, lease: Manifest | None) -> bool:
         """Absent, handed back, or unchanged for its duration since we first saw it so."""

@@ -464,3 +464,51 @@ async def test_the_sharded_statefulset_splits_the_work_with_its_own_rights_and_n
             d for d in rbac if d["kind"] == "Role" and "leader-election" in d["metadata"]["name"]
         ]
         assert leases_role and not rbac_audit.never_used(rbac_audit.rules(leases_role), used, {})
+
+
+async def test_shards_wait_for_the_unsharded_reconciler_to_hand_its_lease_back(
+    cluster, kube: Kube, namespace: str
+):
+    """From one reconciler to two shards: the shards are ready but write nothing while the
+    unsharded reconciler holds `jupyternetes-ssa`; once it stops, they name N=2 and serve."""
+    names = users(namespace, 2, each=1)
+    await put(kube, seed_template(namespace))
+    writes = Writes()
+    single = Controller(
+        Recording(cluster.api, writes, "1-single"),
+        settings(namespace, Shard(), "single"),
+    )
+    stop_single = asyncio.Event()
+    single_task = asyncio.create_task(single.run(stop_single))
+    try:
+        await wait_for(lambda: single.leading, timeout=60, message="the unsharded one leads")
+        async with shards(cluster, namespace, 2, writes) as pair:
+            await wait_for(
+                lambda: all(c.synced() for c in pair), timeout=60, message="shards ready"
+            )
+            for n in names:
+                await put(kube, seed_instance(namespace, n))
+            await wait_for(
+                lambda: all_running(kube, namespace, names),
+                timeout=120,
+                message="served by the unsharded reconciler",
+            )
+            assert not any(c.leading for c in pair)
+            assert await _named(kube, namespace) is None
+
+            stop_single.set()
+            assert await asyncio.wait_for(single_task, timeout=60) == 0
+            await wait_for(lambda: all(c.leading for c in pair), timeout=60, message="shards lead")
+            assert await _named(kube, namespace) == "2"
+            late = "after-the-switch"
+            await put(kube, seed_instance(namespace, late))
+            await wait_for(
+                lambda: _phase(kube, namespace, late), timeout=60, message="served by its shard"
+            )
+    finally:
+        stop_single.set()
+        await asyncio.gather(single_task, return_exceptions=True)
+    single_writes = writes.by("1-single")
+    shard_writes = [w for w in writes.log if w.who.startswith("2-")]
+    assert single_writes and shard_writes
+    assert max(w.end for w in single_writes) < min(w.start for w in shard_writes)
