@@ -58,7 +58,7 @@ class Handover:
         self.count = settings.shard.count
         self.name = handover_lease(settings.lease_name)
         self._seen: dict[str, tuple[str, float]] = {}  # Lease -> (record, when it changed)
-        self._previous_gone = False
+        self._confirmed: str | None = None  # the naming whose previous configuration is gone
 
     async def _read(self) -> Manifest | None:
         return await self.kube.get(LEASE, self.s.lease_namespace, self.name)
@@ -74,13 +74,16 @@ class Handover:
         return await self._name_ours(lease, named)
 
     async def standing(self) -> Standing:
-        """After taking or renewing our own Lease: may we write?"""
-        named, previous = _named(await self._read())
+        """After taking or renewing our own Lease: may we write? (The previous configuration is
+        checked once per naming: the Lease changes only when a configuration is named.)"""
+        lease = await self._read()
+        named, previous = _named(lease)
         if named != self.count:
             return "replaced"
-        if not self._previous_gone:
-            self._previous_gone = previous == self.count or await self._gone(previous)
-        return "active" if self._previous_gone else "waiting"
+        naming = (lease or {}).get("metadata", {}).get("resourceVersion", "")
+        if self._confirmed != naming and (previous == self.count or await self._gone(previous)):
+            self._confirmed = naming
+        return "active" if self._confirmed == naming else "waiting"
 
     async def _gone(self, count: int) -> bool:
         """No shard of configuration `count` can be writing any more."""
