@@ -9,8 +9,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from jupyternetes_ssa.handover import NAMED
 from jupyternetes_ssa.kube import INSTANCE, LEASE, POD, PVC, Kube, NotLeading
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.names import safe_label_value, safe_name
+from jupyternetes_ssa.reconcile import reconcile_once
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import Shard, shard_of
 
@@ -512,3 +514,87 @@ async def test_shards_wait_for_the_unsharded_reconciler_to_hand_its_lease_back(
     shard_writes = [w for w in writes.log if w.who.startswith("2-")]
     assert single_writes and shard_writes
     assert max(w.end for w in single_writes) < min(w.start for w in shard_writes)
+
+
+# --- hostile ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def another_namespace(kube: Kube, namespace: str):
+    """A second namespace (the `namespace` fixture gives one), deleted afterwards."""
+    name = f"{namespace}-b"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    await kube.call("POST", "/api/v1/namespaces", body=body)
+    account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+    try:
+        await wait_for(
+            lambda: kube.call("GET", account, ignore=(404,)), timeout=60, message=account
+        )
+        yield name
+    finally:
+        await kube.call("DELETE", f"/api/v1/namespaces/{name}", ignore=(404,))
+
+
+async def test_one_name_in_two_namespaces_is_two_instances_each_served_once(
+    kube: Kube, namespace: str
+):
+    """A user picks the name another team's server has, hoping to share its shard (or its
+    objects): the namespace is part of the key, each is served once, each by its own shard."""
+    async with another_namespace(kube, namespace) as other:
+        name = next(
+            n
+            for n in (f"jovyan-{i}" for i in range(100))
+            if shard_of(namespace, n, 2) != shard_of(other, n, 2)
+        )
+        for ns in (namespace, other):
+            await put(kube, seed_template(ns))
+            await put(kube, seed_instance(ns, name))
+        both = Settings(namespaces=(namespace, other), key_namespace=namespace)
+
+        passes = await asyncio.gather(
+            *(reconcile_once(kube, replace(both, shard=Shard(i, 2))) for i in range(2))
+        )
+
+        served = sorted(
+            (i, r.instance.namespace, r.instance.name)
+            for i, summary in enumerate(passes)
+            for r in summary.instances
+        )
+        assert served == sorted((shard_of(ns, name, 2), ns, name) for ns in (namespace, other))
+        assert all(summary.ok for summary in passes)
+        for ns in (namespace, other):
+            pods, pvcs = await owned(kube, ns, name)
+            assert len(pods) == 1 and len(pvcs) == 1
+            record = pods[0]["metadata"]["annotations"]["jupyternetes-ssa.kadense.io/owner"]
+            assert record.startswith(f"{ns}/{name}/")
+
+
+async def test_a_bad_shard_value_is_refused_before_anything_is_read_or_written(
+    cluster, kube: Kube, namespace: str, tmp_path: Path
+):
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "jovyan"))
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    for value in ("2/2", "1/0", "-1/2", "1/2/3", "0/257", "half"):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "jupyternetes_ssa",
+                "reconcile",
+                "--once",
+                "-n",
+                namespace,
+                f"--shard={value}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (value, done.stdout, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: --shard {value!r}") and "I/N" in line, line
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    assert (await owned(kube, namespace, "jovyan")) == ([], []), "nothing was applied"
