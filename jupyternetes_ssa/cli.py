@@ -331,12 +331,24 @@ def reconcile(
     log_format: Annotated[Output, typer.Option(help="text or json.")] = Output.text,
     log_level: Annotated[LogLevel, typer.Option(help="Least severe level logged.")] = LogLevel.info,
     key_namespace: KeyNamespace = None,
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="I/N: serve only shard I (0-based) of N, split by a hash of each instance's "
+            "namespace/name; run one reconciler per shard (README, Sharding)."
+        ),
+    ] = "0/1",
     kubeconfig: Kubeconfig = None,
     context: Context = None,
 ) -> None:
     """Make the cluster match the instances and templates (continuous unless --once)."""
     from jupyternetes_ssa.logs import setup_logging
+    from jupyternetes_ssa.shard import BadShard, parse
 
+    try:
+        chosen = parse(shard)
+    except BadShard as err:
+        fail(str(err), 2)
     setup_logging(log_format, log_level)
     settings = _settings(
         namespace,
@@ -357,6 +369,7 @@ def reconcile(
         health_port=health_port,
         health_host=health_host,
         key_namespace=key_namespace,
+        shard=chosen,
     )
     if once or dry_run:
         summary = _pass_and_report(kubeconfig, context, settings, output)

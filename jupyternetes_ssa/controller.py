@@ -5,6 +5,7 @@ every instance using a changed template, the instance owning a changed pod, PVC 
 the instances of a namespace whose labels changed (watched only once a template grants by
 namespace selector, see tenancy.py).
 A periodic resync re-queues everything and garbage-collects across the whole cache.
+With `--shard I/N` the caches hold only this shard's instances, objects and pod events (shard.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from jupyternetes_ssa import events, labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.health import Metrics, serve
 from jupyternetes_ssa.informer import Informer
-from jupyternetes_ssa.kube import EVENT, INSTANCE, NAMESPACE, TEMPLATE, ApiError, Kube, Resource
+from jupyternetes_ssa.kube import (
+    EVENT,
+    INSTANCE,
+    NAMESPACE,
+    POD,
+    TEMPLATE,
+    ApiError,
+    Kube,
+    Resource,
+)
 from jupyternetes_ssa.leader import LeaderElector, LostLeadership
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import (
@@ -91,7 +101,15 @@ class Controller:
         kw = {"timeout_seconds": s.watch_timeout_seconds}
         o.owned = {res.kind_key: {} for res in owned}
         return [
-            Informer(self.kube, INSTANCE, s.namespaces, o.instances, self._on_instance, **kw),
+            Informer(
+                self.kube,
+                INSTANCE,
+                s.namespaces,
+                o.instances,
+                self._on_instance,
+                keep=s.shard.owns_instance,
+                **kw,
+            ),
             Informer(self.kube, TEMPLATE, template_scope(s), o.templates, self._on_template, **kw),
             *(
                 Informer(
@@ -101,6 +119,7 @@ class Controller:
                     o.owned[res.kind_key],
                     self._on_owned,
                     label_selector=managed,
+                    keep=s.shard.owns_object,
                     **kw,
                 )
                 for res in owned
@@ -112,9 +131,24 @@ class Controller:
                 self._event_cache,
                 self._on_event,
                 field_selector=POD_EVENTS,
+                keep=self._about_our_pod,
                 **kw,
             ),
         ]
+
+    def _about_our_pod(self, event: Manifest) -> bool:
+        """A shard keeps the events of its own pods (listed first: see _run_informer)."""
+        involved = event.get("involvedObject", {})
+        pod = (involved.get("namespace", ""), involved.get("name", ""))
+        return not self.s.shard.sharded or pod in self.observed.pods
+
+    async def _run_informer(self, informer: Informer) -> None:
+        """Run an informer; a shard's events once its pods are listed (they decide which)."""
+        if informer.res is EVENT and self.s.shard.sharded:
+            pods = next(i for i in self.informers if i.res is POD)
+            while not pods.listed:
+                await asyncio.sleep(0.1)
+        await informer.run()
 
     def synced(self) -> bool:
         """Every cache listed; namespaces too once watched (unless reading them is refused or
@@ -334,7 +368,8 @@ class Controller:
         self.informers = self._informers(await owned_resources(self.kube, self.s))
         tasks = self.tasks
         tasks += [
-            asyncio.create_task(i.run(), name=f"informer {i.res.kind}") for i in self.informers
+            asyncio.create_task(self._run_informer(i), name=f"informer {i.res.kind}")
+            for i in self.informers
         ]
         server = None
         if self.s.health_port:
@@ -371,7 +406,11 @@ class Controller:
         if not synced.done():
             synced.cancel()
             return 0 if stop.is_set() else _failed(tasks)
-        log.info("caches synced: %d instances; reconciling", len(self.observed.instances))
+        log.info(
+            "caches synced: %d instances%s; reconciling",
+            len(self.observed.instances),
+            f" of shard {self.s.shard}" if self.s.shard.sharded else "",
+        )
         tasks += [
             asyncio.create_task(self._worker(), name=f"worker {n}")
             for n in range(self.s.concurrency)

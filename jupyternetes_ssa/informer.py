@@ -3,7 +3,8 @@
 kr8s' own watch ends silently when the server closes the stream and never re-lists; here a
 closed stream resumes from the last resourceVersion (kept fresh by bookmarks), a 410 Gone re-lists,
 and any error re-lists after a backoff. A re-list reconciles the cache with the list, so deletions
-missed while disconnected still reach the handler.
+missed while disconnected still reach the handler. `keep` filters before anything is stored (a
+shard holds only its own objects, shard.py); an object that stops being kept is a deletion.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class Informer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         timeout_seconds: int = 300,
+        keep: Callable[[Manifest], bool] | None = None,
     ):
         self.kube, self.res, self.store, self.handler = kube, res, store, handler
+        self.keep = keep or (lambda obj: True)
         self.scopes: tuple[str | None, ...] = scopes or (None,)
         self.selectors = {"label_selector": label_selector, "field_selector": field_selector}
         self.timeout_seconds = timeout_seconds
@@ -92,7 +95,7 @@ class Informer:
     async def _relist(self, scope: str | None) -> str:
         listed = await self.kube.list(self.res, scope, **self.selectors)
         self.relists += 1
-        fresh = {key_of(o): o for o in listed.items}
+        fresh = {key_of(o): o for o in listed.items if self.keep(o)}
         for key in [k for k in self.store if self._in_scope(k, scope) and k not in fresh]:
             self.handler("DELETED", self.store.pop(key), None)
         for key, obj in fresh.items():
@@ -115,6 +118,10 @@ class Informer:
             obj.setdefault("apiVersion", self.res.api_version)
             obj.setdefault("kind", self.res.kind)
             key = key_of(obj)
+            if kind != "DELETED" and not self.keep(obj):
+                if key not in self.store:
+                    continue
+                kind = "DELETED"
             old = self.store.pop(key, None) if kind == "DELETED" else self.store.get(key)
             if kind != "DELETED":
                 self.store[key] = obj

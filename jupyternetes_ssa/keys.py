@@ -85,7 +85,12 @@ async def publish(kube: Kube, namespace: str, public: PublicKey) -> None:
         "data": data,
     }
     if live is None:
-        await kube.create(body)
+        try:
+            await kube.create(body)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            return await publish(kube, namespace, public)  # another replica (a shard) was first
     else:
         body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
         await kube.replace(body)

@@ -9,6 +9,9 @@ own writes are fenced at renewDeadline (shorter) after the start of its last suc
 every lease call is bounded by what is left of that deadline and never retried at length, and
 `may_write` closes the door for the reconciler's writes the moment it passes, even if the process
 was frozen (SIGSTOP, a stalled VM) and has not yet noticed.
+
+With `--shard I/N`, each shard leads on its own Lease, and handover.py's handshake keeps shards of
+two different N from writing at once.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from jupyternetes_ssa.handover import Handover
 from jupyternetes_ssa.kube import LEASE, ApiError, Kube, RetryPolicy
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.shard import lease_name
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,11 @@ class LeaderElector:
     def __init__(self, kube: Kube, settings: Settings):
         # One attempt per call: a retry must not outlive the renew deadline.
         self.kube, self.s = Kube(kube.api, RetryPolicy(attempts=1)), settings
+        self.name = lease_name(settings.lease_name, settings.shard)
+        self.handover = Handover(self.kube, settings) if settings.shard.sharded else None
         self.is_leader = False
+        self._holding = False  # our last lease attempt won (a waiting shard holds it too)
+        self._stepped_down = ""  # why, when handover.py says another configuration writes
         self._seen: tuple[str, float] = ("", 0.0)  # (record we last saw, when it changed)
         self._fence = 0.0  # monotonic time until which our writes are safe
 
@@ -70,8 +79,9 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One bounded attempt; on success the write fence moves to now + renew deadline."""
         started = time.monotonic()
-        try:
-            won = await asyncio.wait_for(self._attempt(), self.s.renew_deadline_seconds / 2)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for may swallow a cancellation
+            async with asyncio.timeout(self.s.renew_deadline_seconds / 2):
+                won = await self._attempt()
         except TimeoutError:
             log.warning("leader election: the lease call timed out")
             return False
@@ -80,7 +90,24 @@ class LeaderElector:
         return won
 
     async def _attempt(self) -> bool:
-        ns, name = self.s.lease_namespace, self.s.lease_name
+        gate = self.handover
+        if gate is not None and not self.is_leader and not await gate.may_lead():
+            if self._holding:
+                await self._give_back()  # another shard configuration is named: hold nothing
+            return False
+        self._holding = await self._lease()
+        if not self._holding or gate is None:
+            return self._holding
+        standing = await gate.standing()
+        if standing == "replaced":
+            self._stepped_down = f"another shard configuration is named in lease {gate.name}"
+            self._fence = 0.0  # stop writing now, not at the fence
+            self.is_leader = False
+            await self._give_back()
+        return standing == "active"
+
+    async def _lease(self) -> bool:
+        ns, name = self.s.lease_namespace, self.name
         try:
             lease = await self.kube.get(LEASE, ns, name)
             if lease is None:
@@ -111,7 +138,7 @@ class LeaderElector:
         log.info(
             "became leader (%s/%s as %s)",
             self.s.lease_namespace,
-            self.s.lease_name,
+            self.name,
             self.s.identity,
         )
 
@@ -122,17 +149,22 @@ class LeaderElector:
             if not await self.try_acquire_or_renew() and not self.may_write():
                 self.is_leader = False
                 raise LostLeadership(
-                    f"could not renew lease {self.s.lease_name} within "
+                    self._stepped_down
+                    or f"could not renew lease {self.name} within "
                     f"{self.s.renew_deadline_seconds:g}s"
                 )
 
     async def release(self) -> None:
         """Hand the lease back at shutdown so a successor need not wait for it to expire."""
-        if not self.is_leader:
+        if not (self.is_leader or self._holding):
             return
         self.is_leader = False
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        self._holding = False
         try:
-            lease = await self.kube.get(LEASE, self.s.lease_namespace, self.s.lease_name)
+            lease = await self.kube.get(LEASE, self.s.lease_namespace, self.name)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.s.identity:
                 lease["spec"] = dict(lease["spec"], holderIdentity="", leaseDurationSeconds=1)
                 await self.kube.replace(lease)

@@ -213,16 +213,19 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
         _list_all(kube, TEMPLATE, template_scope(settings)),
         _list_all(kube, EVENT, scope, field_selector=POD_EVENTS),
     )
+    shard = settings.shard  # a shard keeps its own instances, objects and their pods' events
     seen = Observed(
-        instances={key_of(o): o for o in instances},
+        instances={key_of(o): o for o in instances if shard.owns_instance(o)},
         templates={key_of(o): o for o in templates},
         owned={
-            res.kind_key: {key_of(o): o for o in objs}
+            res.kind_key: {key_of(o): o for o in objs if shard.owns_object(o)}
             for res, objs in zip(resources, owned, strict=True)
         },
     )
     for event in events:
-        seen.add_event(event)
+        involved = event.get("involvedObject", {})
+        if not shard.sharded or (involved.get("namespace"), involved.get("name")) in seen.pods:
+            seen.add_event(event)
     if any(uses_selector(t) for t in templates):
         await _observe_namespaces(kube, seen)
     seen.complete = True

@@ -6,6 +6,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from jupyternetes_ssa.shard import Shard
+
 
 def _own_namespace() -> str:
     """Where the reconciler runs: POD_NAMESPACE, else its in-cluster service account's."""
@@ -45,6 +47,9 @@ class Settings:
     health_port: int = 8080  # /healthz /readyz /metrics; 0 = off
     health_host: str = "0.0.0.0"
     key_namespace: str = field(default_factory=_own_namespace)  # sealing keys (keys.py)
+    shard: Shard = field(
+        default_factory=Shard
+    )  # --shard I/N: serve only these instances (shard.py); 0/1 = all
 
     def template_allowed(self, namespace: str) -> bool:
         """--template-namespace restricts where templates come from; a catalogue is one such."""

@@ -54,6 +54,7 @@ INSTALLABLE = [
     "namespaced/continuous",
     "sidecar",
     "hub-rbac",
+    "sharded",
 ]
 BUILDING_BLOCKS = [
     "rbac/cluster",
@@ -164,7 +165,7 @@ VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def container_process(
-    container: dict, namespace: str, pod_name: str
+    container: dict, namespace: str, pod_name: str, pod_labels: dict[str, str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The container as a local process: `python -m jupyternetes_ssa ARGS` and its env.
 
@@ -174,6 +175,7 @@ def container_process(
     kubelet does.
     """
     fields = {"metadata.namespace": namespace, "metadata.name": pod_name}
+    fields |= {f"metadata.labels['{k}']": v for k, v in (pod_labels or {}).items()}
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
