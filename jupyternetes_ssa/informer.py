@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from jupyternetes_ssa.kube import ApiError, Kube, Resource, WatchExpired
-from jupyternetes_ssa.observe import Key, key_of
+from jupyternetes_ssa.observe import Key, cached, key_of
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Informer:
     async def _relist(self, scope: str | None) -> str:
         listed = await self.kube.list(self.res, scope, **self.selectors)
         self.relists += 1
-        fresh = {key_of(o): o for o in listed.items if self.keep(o)}
+        fresh = {key_of(o): cached(o) for o in listed.items if self.keep(o)}
         for key in [k for k in self.store if self._in_scope(k, scope) and k not in fresh]:
             self.handler("DELETED", self.store.pop(key), None)
         for key, obj in fresh.items():
@@ -117,6 +117,7 @@ class Informer:
                 continue
             obj.setdefault("apiVersion", self.res.api_version)
             obj.setdefault("kind", self.res.kind)
+            obj = cached(obj)
             key = key_of(obj)
             if kind != "DELETED" and not self.keep(obj):
                 if key not in self.store:

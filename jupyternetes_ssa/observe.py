@@ -26,6 +26,7 @@ from jupyternetes_ssa.kube import (
     UnknownKind,
     kind_key,
 )
+from jupyternetes_ssa.managed import packed
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import uses_selector
@@ -37,6 +38,24 @@ Key = tuple[str, str]  # (namespace, name)
 # Every event about a pod: warnings explain a stuck pod, normal ones (Scheduled, Pulling, Started)
 # tell the hub's progress page how far a start is.
 POD_EVENTS = "involvedObject.kind=Pod"
+
+
+EVENT_FIELDS = ("type", "reason", "message", "involvedObject", "lastTimestamp", "eventTime")
+EVENT_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+
+
+def cached(obj: Manifest) -> Manifest:
+    """An object as the caches keep it: at 5,000 servers memory is the limit, so an Event keeps
+    what status.py reads (a tenth of it), everything else its managedFields packed."""
+    if obj.get("kind") == EVENT.kind and obj.get("apiVersion") == EVENT.api_version:
+        meta = obj["metadata"]
+        return {
+            "apiVersion": EVENT.api_version,
+            "kind": EVENT.kind,
+            "metadata": {k: meta[k] for k in EVENT_METADATA if k in meta},
+            **{k: obj[k] for k in EVENT_FIELDS if k in obj},
+        }
+    return packed(obj)
 
 
 def key_of(obj: Manifest) -> Key:
@@ -103,9 +122,9 @@ class Observed:
         if store is None:
             return
         key = key_of(obj)
-        cached = store.get(key)
-        if cached is None or _newer(obj, cached):
-            store[key] = obj
+        held = store.get(key)
+        if held is None or _newer(obj, held):
+            store[key] = cached(obj)
 
     def forget(self, obj: Manifest) -> None:
         store = self._cache_for(obj)
@@ -213,6 +232,8 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
         _list_all(kube, TEMPLATE, template_scope(settings)),
         _list_all(kube, EVENT, scope, field_selector=POD_EVENTS),
     )
+    owned = [[cached(o) for o in objs] for objs in owned]
+    instances, events = [cached(o) for o in instances], [cached(e) for e in events]
     shard = settings.shard  # a shard keeps its own instances, objects and their pods' events
     seen = Observed(
         instances={key_of(o): o for o in instances if shard.owns_instance(o)},
