@@ -115,6 +115,8 @@ def changes(before: Any, after: Any, path: str = "") -> list[str]:
     """Every path whose value differs between two whole objects (for `diff` and UpdatePending)."""
     if isinstance(before, dict) and isinstance(after, dict):
         keys = sorted(set(before) | set(after))
+        if not path:  # an apply never changes the status (and the caches keep only part of it)
+            keys = [k for k in keys if k != "status"]
         if path == "metadata":
             keys = [k for k in keys if k not in IGNORED_METADATA]
         return [p for k in keys for p in changes(before.get(k), after.get(k), _join(path, k))]

@@ -55,7 +55,26 @@ def cached(obj: Manifest) -> Manifest:
             "metadata": {k: meta[k] for k in EVENT_METADATA if k in meta},
             **{k: obj[k] for k in EVENT_FIELDS if k in obj},
         }
+    if obj.get("kind") == POD.kind and obj.get("apiVersion") == POD.api_version:
+        obj["status"] = _pod_status(obj.get("status") or {})
     return packed(obj)
+
+
+def _pod_status(status: Manifest) -> Manifest:
+    """What status.py reads of a pod's status: its phase, why, its address, whether it is Ready
+    and why its containers wait or ended (not the images, ids, times and IPs lists)."""
+    slim = {k: status[k] for k in ("phase", "reason", "message", "podIP") if k in status}
+    conditions = [
+        {"type": c.get("type"), "status": c.get("status")} for c in status.get("conditions") or []
+    ]
+    if conditions:
+        slim["conditions"] = conditions
+    for key in ("initContainerStatuses", "containerStatuses"):
+        if status.get(key):
+            slim[key] = [
+                {"name": c.get("name"), "state": c.get("state") or {}} for c in status[key]
+            ]
+    return slim
 
 
 def key_of(obj: Manifest) -> Key:

@@ -329,10 +329,10 @@ def test_changes_reports_keys_added_and_removed_sorted() -> None:
     assert changes(before, after) == ["spec.b", "spec.c"]
 
 
-def test_changes_includes_fields_outside_metadata_such_as_status() -> None:
-    assert changes({"status": {"phase": "Pending"}}, {"status": {"phase": "Running"}}) == [
-        "status.phase"
-    ]
+def test_changes_includes_fields_outside_metadata_but_not_the_status() -> None:
+    """An apply never changes the status, and the caches keep only part of a pod's."""
+    before = {"spec": {"a": 1}, "status": {"phase": "Pending"}}
+    assert changes(before, {"spec": {"a": 2}, "status": {"phase": "Running"}}) == ["spec.a"]
 
 
 def test_changes_same_length_lists_by_index() -> None:
