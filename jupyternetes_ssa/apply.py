@@ -22,7 +22,7 @@ from jupyternetes_ssa.diff import changes, contested, drift
 from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.managed import applied_by
 from jupyternetes_ssa.names import safe_name
-from jupyternetes_ssa.observe import Observed
+from jupyternetes_ssa.observe import Observed, cached
 from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
@@ -168,7 +168,7 @@ def _dry_run_report(plan: Plan, check: ItemOutcome) -> ItemOutcome:
         return check
     ours = f'metadata.annotations["{labels.APPLIED_HASH}"]'
     fields = (
-        tuple(f for f in changes(plan.live, check.live) if f != ours)
+        tuple(f for f in changes(plan.live, cached(check.live)) if f != ours)
         if plan.live
         else ("(new object)",)
     )
@@ -331,7 +331,7 @@ async def _would_change(kube: Kube, plan: Plan) -> bool:
         )
     except ApiError:
         return True  # let the real apply report it
-    return bool(changes(plan.live, after))
+    return bool(changes(plan.live, cached(after)))  # the caches keep our fields: compare those
 
 
 def _guard_tripped(err: ApiError) -> bool:

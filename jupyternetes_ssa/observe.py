@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.kube import (
     EVENT,
@@ -26,7 +26,7 @@ from jupyternetes_ssa.kube import (
     UnknownKind,
     kind_key,
 )
-from jupyternetes_ssa.managed import packed
+from jupyternetes_ssa.managed import applied_by, packed
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import uses_selector
@@ -57,7 +57,25 @@ def cached(obj: Manifest) -> Manifest:
         }
     if obj.get("kind") == POD.kind and obj.get("apiVersion") == POD.api_version:
         obj["status"] = _pod_status(obj.get("status") or {})
-    return packed(obj)
+    return _ours_only(packed(obj))
+
+
+def _ours_only(obj: Manifest) -> Manifest:
+    """One of our objects keeps, beside its metadata and status, only the fields we applied:
+    drift, updateStrategy and the dry-run comparisons read nothing else (diff.py, strategy.py),
+    and the server's defaults (a pod's tolerations, its token volume, ...) are a third of it.
+    Kept whole when our apply set no more than metadata (an adopted pod waiting for a restart)."""
+    labels_ = obj.get("metadata", {}).get("labels") or {}
+    if labels_.get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
+        return obj
+    body = {k: v for k, v in applied_by(obj, FIELD_MANAGER).items() if k not in TOP_LEVEL}
+    if not body:
+        return obj
+    kept = {k: obj[k] for k in TOP_LEVEL if k in obj}
+    return {**kept, **body}
+
+
+TOP_LEVEL = ("apiVersion", "kind", "metadata", "status")
 
 
 def _pod_status(status: Manifest) -> Manifest:
