@@ -258,7 +258,7 @@ async def _create(kube: Kube, plan: Plan) -> tuple[ItemOutcome, bool]:
 
 
 async def _undo(kube: Kube, plan: Plan, made: ItemOutcome, cause: ItemOutcome) -> ItemOutcome:
-    """Delete an object this pass created (by uid: that very one, new and unused)."""
+    """Delete a pod or other object this pass created (by uid: that very one, new and unused)."""
     meta = made.live["metadata"]
     res = await kube.resource(made.live["apiVersion"], made.live["kind"])
     try:
@@ -269,25 +269,37 @@ async def _undo(kube: Kube, plan: Plan, made: ItemOutcome, cause: ItemOutcome) -
     return _held_back(plan, cause)
 
 
+def _creation_order(todo: list[Plan]) -> list[Plan]:
+    """PVCs last: they are made only once everything else was admitted, so a refused pod never
+    costs a volume (a new claim may bind an existing volume at once, and releasing it again
+    would cut the user off from it). The pod waits a moment for its claim, as with any
+    scheduler retry."""
+    return [p for p in todo if p.item.section != "pvcs"] + [
+        p for p in todo if p.item.section == "pvcs"
+    ]
+
+
 async def _create_all(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
-    """All-or-nothing for a new server at no cost to a start that succeeds: objects are created
-    in order without a dry-run, and when the apiserver refuses one, those this pass created are
-    deleted again. A failure that is no refusal (a timeout, a guard) undoes nothing: the object
-    may exist after all, and the next pass finds it."""
-    made: list[ItemOutcome] = []
-    for index, plan in enumerate(todo):
+    """All-or-nothing for a new server at no cost to a start that succeeds: its objects are
+    created without a dry-run, PVCs last; when the apiserver refuses one, the pods and other
+    objects this pass created are deleted again (PVCs made before a refused PVC are kept: they
+    hold nothing yet and serve the next pass). A failure that is no refusal (a timeout, a name
+    taken, a guard) undoes nothing: the object may exist after all, and the next pass finds it."""
+    order = _creation_order(todo)
+    done: dict[ObjectRef, ItemOutcome] = {}
+    for index, plan in enumerate(order):
         outcome, refused = await _create(kube, plan)
         if outcome.action == "failed":
             if refused:
-                pairs = zip(todo[:index], made, strict=True)
-                made = [await _undo(kube, p, m, outcome) for p, m in pairs]
-            return [
-                *made,
-                outcome,
-                *(_held_back(p, outcome) for p in todo[index + 1 :]),
-            ]
-        made.append(outcome)
-    return made
+                for made_plan in order[:index]:
+                    made = done[made_plan.item.ref]
+                    if made_plan.item.section != "pvcs":
+                        done[made_plan.item.ref] = await _undo(kube, made_plan, made, outcome)
+            done[plan.item.ref] = outcome
+            done.update({p.item.ref: _held_back(p, outcome) for p in order[index + 1 :]})
+            break
+        done[plan.item.ref] = outcome
+    return [done[p.item.ref] for p in todo]
 
 
 async def _all_or_nothing(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:

@@ -84,7 +84,8 @@ class Controller:
         self.kube = kube if self.elector is None else kube.fenced(self.elector.may_write)
         self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
         self._event_cache: dict[Key, Manifest] = {}
-        self._status_written: dict[Key, float] = {}  # when (monotonic) each status was written
+        # when (monotonic) each instance's status was last written, or its first one held back
+        self._status_clock: dict[Key, float] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -242,7 +243,7 @@ class Controller:
         else:
             members.add(identity(obj))
         if (owner := self._owner_of(obj)) is not None:
-            self.queue.add(owner)
+            self.queue.nudge(owner)
 
     def _on_event(self, kind: str, event: Manifest, old: Manifest | None) -> None:
         if kind == "DELETED":
@@ -252,7 +253,7 @@ class Controller:
         involved = event.get("involvedObject", {})
         pod = self.observed.pods.get((involved.get("namespace", ""), involved.get("name", "")))
         if pod is not None and (owner := self._owner_of(pod)) is not None:
-            self.queue.add(owner)
+            self.queue.nudge(owner)
 
     # --- work --------------------------------------------------------------------------------
     def _objects_of(self, key: Key) -> list[Manifest]:
@@ -289,7 +290,7 @@ class Controller:
         instance = self.observed.instances.get(key)
         if instance is None:
             self.wanted.pop(key, None)
-            self._status_written.pop(key, None)
+            self._status_clock.pop(key, None)
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
@@ -306,7 +307,7 @@ class Controller:
             self.metrics.applies.labels(outcome.action).inc()
         if result.status_written:
             self.metrics.status_writes.inc()
-            self._status_written[key] = time.monotonic()
+            self._status_clock[key] = time.monotonic()
         if result.status_due:
             self.queue.add_after(key, result.status_due)
         self.metrics.reconciles.labels("error" if result.error else "ok").inc()
@@ -317,16 +318,16 @@ class Controller:
         return bool(result.error)
 
     def _pace_status(self, instance: Manifest, status: dict) -> float:
-        """A starting pod moves on every few hundred milliseconds (scheduled, pulled, started):
-        a verdict (phase, Ready, an error) is written at once, progress at most once per
-        --status-interval, so a start costs about two status writes, none of them late for
-        what the hub waits on."""
+        """A starting pod moves on every few hundred milliseconds (created, scheduled, pulled,
+        started): a verdict (Ready, an error, a state) is written at once, progress at most once
+        per --status-interval. A start's first status ("pending") counts as progress, so that it
+        usually goes out already running: one status write per start, and a burst of starts
+        reaches its pods as fast as a plain create loop."""
         if not needs_write(instance, status) or urgent(instance, status):
             return 0.0
-        last = self._status_written.get(key_of(instance))
-        if last is None:
-            return 0.0
-        return max(0.0, last + self.s.status_interval_seconds - time.monotonic())
+        now = time.monotonic()
+        since = self._status_clock.setdefault(key_of(instance), now)
+        return max(0.0, since + self.s.status_interval_seconds - now)
 
     async def _worker(self) -> None:
         while True:

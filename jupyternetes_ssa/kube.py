@@ -174,12 +174,9 @@ class _Http:
 
     async def _open(self) -> aiohttp.ClientSession:
         auth = self.api.auth
-        headers = {"User-Agent": f"jupyternetes-ssa kr8s/{self.api.__version__}"}
-        if auth.token:
-            headers["Authorization"] = f"Bearer {auth.token}"
         self.session = aiohttp.ClientSession(
             auth.server,
-            headers=headers,
+            headers={"User-Agent": f"jupyternetes-ssa kr8s/{self.api.__version__}"},
             connector=aiohttp.TCPConnector(ssl=await auth.ssl_context()),
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
@@ -191,6 +188,8 @@ class _Http:
         """(status, reason phrase, body); raises ApiError(0) when the server was not reached."""
         session = self.session if self.session and not self.session.closed else await self._open()
         query = {k: str(v) for k, v in (params or {}).items()}
+        if token := self.api.auth.token:  # read per request: whoever re-authenticates, all see it
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
             async with session.request(
                 method,
@@ -236,8 +235,18 @@ class Kube:
 
     def fenced(self, gate: Callable[[], bool]) -> Kube:
         """The same connection, refusing every write while `gate()` is False."""
-        other = Kube(self.api, self.retry)
-        other._discovered, other.write_gate, other.http = self._discovered, gate, self.http
+        other = self.retrying(self.retry)
+        other.write_gate = gate
+        return other
+
+    def retrying(self, retry: RetryPolicy) -> Kube:
+        """The same connection (and credentials, refreshed for all) with another retry policy."""
+        other = Kube(self.api, retry)
+        other._discovered, other.write_gate, other.http = (
+            self._discovered,
+            self.write_gate,
+            self.http,
+        )
         return other
 
     @classmethod
@@ -254,7 +263,8 @@ class Kube:
         self, method: str, res: Resource, namespace: str | None, url: str, **kwargs: Any
     ) -> dict:
         """One REST call, decoded; raises ApiError after retrying what is transient."""
-        for attempt in range(self.retry.attempts):
+        reauthenticated = False
+        for attempt in range(self.retry.attempts + 1):  # + the one after re-authenticating
             if method != "GET":
                 if self.write_gate is not None and not self.write_gate():
                     raise NotLeading()
@@ -268,10 +278,11 @@ class Kube:
                 err = _as_api_error(exc)
             except ApiError as exc:  # the aiohttp path did not reach the server
                 err = exc
-            if err.status == 401 and attempt < self.retry.attempts - 1:
-                await self._reauthenticate()  # an expired token: the only time to re-connect
+            if err.status == 401 and not reauthenticated:
+                reauthenticated = True  # an expired token: the only time to re-connect
+                await self._reauthenticate()
                 continue
-            if not err.retryable or attempt == self.retry.attempts - 1:
+            if not err.retryable or attempt >= self.retry.attempts - 1 + reauthenticated:
                 raise err
             log.debug("retrying %s %s after %s", method, url, err)
             await asyncio.sleep(self.retry.delay(attempt))

@@ -41,7 +41,7 @@ def _micro_now() -> str:
 class LeaderElector:
     def __init__(self, kube: Kube, settings: Settings):
         # One attempt per call: a retry must not outlive the renew deadline.
-        self.kube, self.s = Kube(kube.api, RetryPolicy(attempts=1)), settings
+        self.kube, self.s = kube.retrying(RetryPolicy(attempts=1)), settings
         self.name = lease_name(settings.lease_name, settings.shard)
         self.handover = Handover(self.kube, settings) if settings.shard.sharded else None
         self.is_leader = False

@@ -17,6 +17,7 @@ class WorkQueue:
         self._queued: set[Hashable] = set()
         self._active: set[Hashable] = set()
         self._again: set[Hashable] = set()
+        self._nudged: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -30,6 +31,16 @@ class WorkQueue:
         elif key not in self._queued:
             self._queued.add(key)
             self._ready.put_nowait(key)
+
+    def nudge(self, key: Hashable) -> None:
+        """`add`, unless the key failed and waits for its retry: an event about one of its own
+        objects (often from that failed attempt itself) must not turn a backoff into a loop."""
+        if key in self._failures and key in self._timers:
+            return
+        if key in self._active:
+            self._nudged.add(key)  # honoured only if this attempt succeeds (see done)
+            return
+        self.add(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if key in self._timers:
@@ -58,7 +69,9 @@ class WorkQueue:
             self.add_after(key, delay)
         else:
             self._failures.pop(key, None)
-        if key in self._again:
+        nudged = key in self._nudged and not failed
+        self._nudged.discard(key)
+        if key in self._again or nudged:
             self._again.discard(key)
             self.add(key)
         return delay

@@ -129,6 +129,10 @@ def check_kinds(rendered: Rendered, observed: Observed, subject: str) -> None:
             )
 
 
+class StaleInstance(Exception):
+    """The instance changed since the cache showed it: its status must be judged again."""
+
+
 async def write_status(
     kube: Kube, observed: Observed, instance: Manifest, status: dict, dry_run: bool
 ) -> bool:
@@ -139,7 +143,11 @@ async def write_status(
     body = {
         "apiVersion": INSTANCE.api_version,
         "kind": INSTANCE.kind,
-        "metadata": {"name": name, "namespace": ns},
+        # The version judged: a status computed from a lagging cache never lands on a newer
+        # instance, nor on another of the same name (the apiserver answers 409; the status
+        # subresource ignores a uid).
+        "metadata": {"name": name, "namespace": ns}
+        | ({"resourceVersion": rv} if (rv := instance["metadata"].get("resourceVersion")) else {}),
         # An emptied map is left out, not sent as {}: applying {} over a map we owned leaves
         # null, which the CRD's schema refuses (422), e.g. status.pods after a purge.
         "status": {k: v for k, v in status.items() if v != {}},
@@ -149,6 +157,8 @@ async def write_status(
     except ApiError as err:
         if err.status == 404:  # deleted meanwhile
             return False
+        if err.status == 409:  # changed or replaced meanwhile: judged again once seen
+            raise StaleInstance() from err
         raise
     return True
 
@@ -243,6 +253,7 @@ async def _purge(
         result.reason = "Purging"
 
 
+STALE_RETRY_SECONDS = 1.0
 # Seconds to hold back a status write that is only progress (0: write now); continuous mode's.
 StatusPace = Callable[[Manifest, dict], float]
 
@@ -261,6 +272,8 @@ async def reconcile_instance(
     if (instance.get("spec") or {}).get("purge"):
         try:
             await _purge(kube, observed, instance, settings, result)
+        except StaleInstance:
+            result.status_due = STALE_RETRY_SECONDS
         except ApiError as err:
             result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None
@@ -274,6 +287,8 @@ async def reconcile_instance(
             result.status_written = await write_status(
                 kube, observed, instance, status, settings.dry_run
             )
+    except StaleInstance:
+        result.status_due = STALE_RETRY_SECONDS  # continuous mode; once mode: the next pass
     except ApiError as err:
         result.error, result.reason = f"{result.instance}: {err}", "ApiError"
         return result, None

@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import os
 import uuid
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -59,6 +60,10 @@ FATAL = NO_COMEBACK | {"ApplyFailed", "ItemFailed", "PurgeFailed"}  # for a star
 # How far a starting pod got, by the reason of its newest event (kubelet's and scheduler's).
 STEPS = {"Scheduled": 40, "Pulling": 50, "Pulled": 60, "Created": 70, "Started": 80}
 _BACKGROUND: set[asyncio.Task] = set()  # purges finishing after delete_forever returned
+# The hub's clients, per event loop (the tests run several loops) and kubeconfig.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Kube]] = (
+    weakref.WeakKeyDictionary()
+)
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
@@ -265,7 +270,12 @@ class JupyternetesSpawner(Spawner):
 
     # --- plumbing ------------------------------------------------------------------------
     async def _kube(self) -> Kube:
-        return await Kube.connect(kubeconfig=self.kubeconfig or None)
+        """One client per kubeconfig and event loop, shared by every spawner of the hub (a
+        client holds a connection pool: one per start or stop would pile them up)."""
+        clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+        if self.kubeconfig not in clients:
+            clients[self.kubeconfig] = await Kube.connect(kubeconfig=self.kubeconfig or None)
+        return clients[self.kubeconfig]
 
     async def _watch(self, namespace: str = "") -> InstanceWatch:
         ns = namespace or self.namespace

@@ -313,8 +313,17 @@ def _verdicts(status: dict[str, Any]) -> tuple:
 
 def urgent(instance: Manifest, desired: dict[str, Any]) -> bool:
     """Whether a status change must be written at once (a verdict changed), or is progress
-    that continuous mode may coalesce with the next one (controller.py)."""
-    return _verdicts(our_status(instance.get("status"))) != _verdicts(desired)
+    that continuous mode may coalesce with the next one (controller.py). A first status that
+    only says "pending" is progress too: the hub waits for Ready or an error, both urgent."""
+    live = our_status(instance.get("status"))
+    if not live and desired.get("phase") == "Pending":
+        return _condition_status(desired, "Degraded") == "True"
+    return _verdicts(live) != _verdicts(desired)
+
+
+def _condition_status(status: dict[str, Any], type_: str) -> str | None:
+    found = (c for c in status.get("conditions") or [] if c.get("type") == type_)
+    return next((c.get("status") for c in found), None)
 
 
 def needs_write(instance: Manifest, desired: dict[str, Any]) -> bool:

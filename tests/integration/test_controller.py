@@ -389,11 +389,11 @@ async def _answers(kube: Kube, ns: str) -> bool:
     return await kube.get(INSTANCE, ns, "kate") is not None
 
 
-async def test_a_start_costs_two_status_writes_and_ready_is_never_held_back(
+async def test_a_start_costs_one_status_write_and_ready_is_never_held_back(
     kube: Kube, namespace: str
 ):
-    """Progress between the first status and Ready (a PVC bound, a pod scheduled, an address,
-    the node's events) is held back for --status-interval; the verdicts are written at once."""
+    """Progress before Ready ("pending", a PVC bound, a pod scheduled, an address, the node's
+    events) is held back for --status-interval; the verdicts are written at once."""
     await put(kube, seed_template(namespace))
     async with running(kube, settings_for(namespace, status_interval_seconds=3600)) as ctl:
         await wait_for(ctl.synced, timeout=30, message="caches synced")
@@ -404,4 +404,26 @@ async def test_a_start_costs_two_status_writes_and_ready_is_never_held_back(
         status = await status_of(kube, namespace, "paced")
         assert status["pods"]["notebook"]["podAddress"], status  # carried by the Ready write
         assert condition(status, "Ready")["status"] == "True"
-        assert ctl.metrics.status_writes._value.get() == 2  # Pending, then Running
+        assert ctl.metrics.status_writes._value.get() == 1  # Running (Pending was held back)
+
+
+async def test_a_held_back_pending_status_is_written_once_its_interval_is_over(
+    kube: Kube, namespace: str
+):
+    """A pod that never runs (no node matches) still gets its "pending" status, with the
+    scheduler's reason, one --status-interval after the start: held back, never lost."""
+    template = edited(
+        seed_template(namespace),
+        lambda t: t["spec"]["pods"][0]["spec"].update(nodeSelector={"no-such": "node"}),
+    )
+    await put(kube, template)
+    async with running(kube, settings_for(namespace, status_interval_seconds=1.0)) as ctl:
+        await wait_for(ctl.synced, timeout=30, message="caches synced")
+        await put(kube, seed_instance(namespace, "stuck"))
+
+        async def told() -> bool:
+            status = await status_of(kube, namespace, "stuck")
+            return status.get("phase") == "Pending" and "node" in str(status)
+
+        await wait_for(told, timeout=60, message="the pending status with the scheduler's reason")
+        assert condition(await status_of(kube, namespace, "stuck"), "Ready")["status"] == "False"

@@ -208,3 +208,17 @@ async def test_add_after_of_a_key_being_processed_waits_for_done() -> None:
     q.done("k")
     assert len(q) == 0
     assert await nothing_ready(q)
+
+
+async def test_a_nudge_never_cuts_a_backoff_short_but_an_add_does() -> None:
+    """Events about a failed key's own objects (its undone start) wait for its retry; a change
+    to the key itself (a fixed template) is served at once."""
+    q = WorkQueue(backoff_base=60.0)
+    q.add("k")
+    assert await q.get() == "k"
+    q.nudge("k")  # an event from this very attempt
+    q.done("k", failed=True)
+    q.nudge("k")
+    assert len(q) == 0
+    q.add("k")
+    assert len(q) == 1

@@ -723,10 +723,14 @@ def test_progress_alone_is_not_urgent_but_a_verdict_is() -> None:
     assert urgent(live, running)  # Ready: written at once, carrying the address
 
 
-def test_a_first_status_an_error_and_a_new_generation_are_urgent() -> None:
+def test_an_error_a_new_generation_and_a_first_status_beyond_pending_are_urgent() -> None:
     views = [pvc_view(make_pvc()), pod_view(make_pod(phase="Pending", ready=False))]
     fresh = instance()
-    assert urgent(fresh, instance_status(fresh, views, Observed(), now="T1"))
+    assert not urgent(fresh, instance_status(fresh, views, Observed(), now="T1"))  # "pending"
+    running = [pvc_view(make_pvc()), pod_view(make_pod())]
+    assert urgent(fresh, instance_status(fresh, running, Observed(), now="T1"))
+    broken = instance_status(fresh, views, Observed(), now="T1", error="boom", reason="X")
+    assert urgent(fresh, broken)
     live = _written(views)
     failed = instance_status(live, views, Observed(), now="T1", error="boom", reason="ApiError")
     assert urgent(live, failed)

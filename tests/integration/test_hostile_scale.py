@@ -1,0 +1,466 @@
+"""Hostile tests for issue 16's changes (creates without a dry-run, paced status, aiohttp requests,
+packed caches, shards), written by a reviewer who read the README and the issue only."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+
+import aiohttp
+from faults import FlakyApi
+from reconcile_helpers import (
+    TEST_MANAGER,
+    condition,
+    once,
+    owned,
+    put,
+    result_for,
+    seed_instance,
+    seed_template,
+    status_of,
+)
+
+from jupyternetes_ssa import local_cluster
+from jupyternetes_ssa.controller import Controller
+from jupyternetes_ssa.kube import PVC, Kube
+from jupyternetes_ssa.leader import LeaderElector
+from jupyternetes_ssa.local_cluster import identity
+from jupyternetes_ssa.observe import observe, owned_resources
+from jupyternetes_ssa.reconcile import reconcile_instance
+from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.shard import Shard, shard_of
+from jupyternetes_ssa.spawner import JupyternetesSpawner
+
+
+def _hand_made_pod(namespace: str, name: str) -> dict:
+    """A pod someone else made (no label, no owner record of ours): invisible to our lists."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "someone/else"}]},
+    }
+
+
+async def test_name_conflict_on_pod_leaves_no_pvc_behind(cluster, namespace):
+    """README, Ownership: an object of that name that is not ours is a conflict, "the other items
+    of that instance are held back (nothing half-applied)". A pod of the rendered name made by
+    someone else (invisible to our label-selected lists) used to trip the guard in the dry-run,
+    before anything was written. Since the create path has no dry-run, the PVC is created first,
+    the pod's create trips the guard (409: no refusal, so no undo) and the PVC stays behind for
+    a server that cannot start."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    await put(kube, _hand_made_pod(namespace, "alice-notebook"))
+    await put(kube, seed_instance(namespace, "alice"))
+
+    summary = await once(kube, namespace)
+
+    result = result_for(summary, "alice")
+    assert result.reason == "NameConflict", result.error
+    _, pvcs = await owned(kube, namespace, "alice")
+    assert pvcs == [], (
+        f"held back, yet PVC {[p['metadata']['name'] for p in pvcs]} was created: "
+        f"{[(o.item.item, o.action, o.message) for o in result.outcomes]}"
+    )
+
+
+async def _quota_refusing_pods(kube: Kube, namespace: str) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-pods", "namespace": namespace},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    await kube.apply(quota, field_manager=TEST_MANAGER)
+    path = f"/api/v1/namespaces/{namespace}/resourcequotas/no-pods"
+
+    async def computed():
+        live = await kube.call("GET", path)
+        return (live.get("status") or {}).get("hard")
+
+    await local_cluster.wait_for(computed, timeout=60, message="quota status computed")
+
+
+async def test_quota_refusal_undoes_the_new_pvc(cluster, namespace):
+    """Holds up: a pod refused by a quota after its PVC was created leaves no PVC."""
+    kube = cluster.kube
+    await _quota_refusing_pods(kube, namespace)
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "bob"))
+
+    summary = await once(kube, namespace)
+
+    result = result_for(summary, "bob")
+    assert result.error and "quota" in result.error, result.error
+    assert condition(await status_of(kube, namespace, "bob"), "Degraded")["status"] == "True"
+    pvcs = await kube.list(PVC, namespace)
+    assert [p for p in pvcs.items if not p["metadata"].get("deletionTimestamp")] == []
+
+
+def _pvc_deletes(cluster, namespace: str) -> int:
+    """Deletes of PVCs in `namespace` answered 200 (the apiserver's audit log)."""
+    count = 0
+    for line in cluster.local.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (
+            event.get("stage") == "ResponseComplete"
+            and event.get("verb") == "delete"
+            and ref.get("resource") == "persistentvolumeclaims"
+            and ref.get("namespace") == namespace
+            and (event.get("responseStatus") or {}).get("code") == 200
+        ):
+            count += 1
+    return count
+
+
+async def test_refused_start_does_not_provision_a_volume_per_retry(cluster, namespace):
+    """A start the cluster refuses (quota on pods) is retried by every pass (continuous mode:
+    with backoff, forever). Before issue 16 the dry-run refused it and nothing was written; now
+    every retry creates the PVC, the provisioner (an Immediate StorageClass, as the local one and
+    most cloud ones) makes a real volume for it, and the undo deletes both again: the refused
+    server costs a PVC (and volume) create+delete per retry. Three passes must not make three."""
+    kube = cluster.kube
+    await _quota_refusing_pods(kube, namespace)
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "carol"))
+    for _ in range(3):
+        summary = await once(kube, namespace)
+        assert result_for(summary, "carol").error
+
+        async def gone():
+            return not (await kube.list(PVC, namespace)).items or None
+
+        await local_cluster.wait_for(gone, timeout=60, message="undone PVC gone")
+    deletes = _pvc_deletes(cluster, namespace)
+    assert deletes <= 1, f"{deletes} PVCs created and deleted again by 3 passes of a refused start"
+
+
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["*"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
+]
+
+
+async def _rotate_token(cluster, namespace: str, name: str, kubeconfig) -> None:
+    """Every token of the account stops working (401) and the kubeconfig gets a new one: what
+    an expired token and a credential refresh look like to a client."""
+    kube = cluster.kube
+    await kube.call("DELETE", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
+    body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+
+    async def recreated():
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+        return await kube.call("POST", path, body=body, ignore=(409,))
+
+    await local_cluster.wait_for(recreated, timeout=30, message="account re-created")
+    token = await identity.request_token(cluster.api, namespace, name)
+    identity.token_kubeconfig(cluster.kubeconfig, token, kubeconfig, namespace)
+
+
+async def _refused(kube: Kube, token: str, path: str) -> bool:
+    """Whether the apiserver now refuses `token` (a raw request: no client re-authenticates)."""
+    auth = kube.api.auth
+    connector = aiohttp.TCPConnector(ssl=await auth.ssl_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{auth.server}{path}", headers=headers) as resp:
+            return resp.status == 401
+
+
+async def test_leader_renews_its_lease_after_the_token_is_refreshed(
+    cluster, namespace, sa_kubeconfig
+):
+    """kube.py: a 401 re-reads the credentials ("an expired token: the only time to
+    re-connect"). The leader elector makes its own Kube (one attempt per call, so it never
+    re-authenticates itself) and, since issue 16, that Kube has its own aiohttp session with the
+    bearer token of its first request baked into its headers. Once that token is refused (the
+    account's tokens are invalidated, as an expired one is) and the kubeconfig holds a fresh
+    one, the reconciler's main client re-authenticates on its 401 and goes on, but every lease
+    renewal keeps sending the dead token: the leader loses its lease and exits 1, and a replica
+    on those credentials never leads again until restarted."""
+    path = await sa_kubeconfig(LEASE_RULES, name="leader")
+    kube = await Kube.connect(kubeconfig=str(path))
+    settings = Settings(lease_namespace=namespace, identity="me", leader_elect=True, health_port=0)
+    elector = LeaderElector(kube, settings)
+    configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
+    old = kube.api.auth.token
+    try:
+        assert await elector.try_acquire_or_renew()
+        await _rotate_token(cluster, namespace, "leader", path)
+        await local_cluster.wait_for(
+            lambda: _refused(kube, old, configmaps), timeout=90, message="old token refused"
+        )
+        # The elector's single attempts meet the 401 first: it must re-read the credentials.
+        renewed = [await elector.try_acquire_or_renew() for _ in range(3)]
+        assert all(renewed), "the lease is not renewed with the refreshed credentials"
+        assert kube.api.auth.token != old
+    finally:
+        await kube.close()
+
+
+async def test_refused_start_is_retried_with_backoff_not_by_its_own_undo(cluster, namespace):
+    """Continuous mode retries a failed instance with exponential backoff (queue.py). A refused
+    start now writes: it creates the PVC and deletes it again, and the watch events of that PVC
+    (added, bound, deleted) re-queue the instance at once, past its backoff. Each pass makes the
+    next one: a hot loop of PVC (and, with an Immediate StorageClass, volume) creates and deletes
+    for as long as the quota refuses the pod. With a 10 s backoff, 25 s allow at most 3 passes."""
+    kube = cluster.kube
+    await _quota_refusing_pods(kube, namespace)
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "dave"))
+    own = await Kube.connect(kubeconfig=str(cluster.kubeconfig))
+    settings = Settings(
+        namespaces=(namespace,), key_namespace=namespace, health_port=0, backoff_base=10.0
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(Controller(own, settings).run(stop))
+    try:
+
+        async def degraded():
+            return (
+                condition(await status_of(kube, namespace, "dave"), "Degraded").get("status")
+                == "True"
+            )
+
+        await local_cluster.wait_for(degraded, timeout=60, message="dave Degraded")
+        started = time.monotonic()
+        try:
+            await local_cluster.wait_for(
+                lambda: _pvc_deletes(cluster, namespace) >= 5, timeout=25, message="5 undos"
+            )
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError(
+                f"{_pvc_deletes(cluster, namespace)} PVCs created and undone within "
+                f"{time.monotonic() - started:.1f} s, with a 10 s backoff: the undo's own watch "
+                "events re-queue the instance"
+            )
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=30)
+        await own.close()
+
+
+def _open_sessions() -> list:
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+
+
+async def test_concurrent_first_requests_open_one_session(cluster, namespace):
+    """kube.py _Http opens its aiohttp session lazily, and `_open` awaits (the SSL context)
+    before it stores the session: the concurrent first requests of a client (a reconciler
+    starts with `--concurrency` workers; a 401 closes the session under every request in
+    flight) each open a session of their own, and all but the last are dropped unclosed, with
+    their connections ("Unclosed client session" errors in the log). After close() nothing of
+    the client may stay open."""
+    before = {id(s) for s in _open_sessions()}
+    kube = await Kube.connect(kubeconfig=str(cluster.kubeconfig))
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    await asyncio.gather(*(kube.call("GET", path) for _ in range(8)))
+    await kube.close()
+    left = [s for s in _open_sessions() if id(s) not in before]
+    assert left == [], f"{len(left)} aiohttp sessions left open by one closed client"
+
+
+async def test_requests_in_flight_survive_a_token_refresh(cluster, namespace, sa_kubeconfig):
+    """A 401 re-authenticates and closes the aiohttp session, under every other request in
+    flight on it; each of those then gets its own 401 and closes the session again. Every
+    request of a burst sent after the token expired must still succeed within its retries."""
+    path = await sa_kubeconfig(LEASE_RULES, name="burst")
+    kube = await Kube.connect(kubeconfig=str(path))
+    configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
+    old = kube.api.auth.token
+    try:
+        await kube.call("GET", configmaps)
+        await _rotate_token(cluster, namespace, "burst", path)
+        await local_cluster.wait_for(
+            lambda: _refused(kube, old, configmaps), timeout=90, message="old token refused"
+        )
+        answers = await asyncio.gather(
+            *(kube.call("GET", configmaps) for _ in range(32)), return_exceptions=True
+        )
+        failed = [a for a in answers if isinstance(a, BaseException)]
+        assert failed == [], f"{len(failed)} of 32 requests failed: {failed[:3]}"
+    finally:
+        await kube.close()
+
+
+async def test_a_stale_status_never_lands_on_a_re_created_instance(cluster, namespace):
+    """A status computed for an instance (a watch-lagged cache, or a write held back by the
+    status pacing and done from the cache later) is applied by name only (reconcile.py
+    write_status: no uid in the body). When the hub stopped the server and started it again
+    under the same name meanwhile (a new uid), the old incarnation's status lands on the new
+    one: Ready=True with the old pod's address and observedGeneration 1, which is exactly what
+    the spawner's _ready_url accepts, so the hub is handed the address of a pod that is gone.
+    The write must be refused (the status apply can carry metadata.uid as a precondition)."""
+    kube = cluster.kube
+    settings = Settings(namespaces=(namespace,), key_namespace=namespace, health_port=0)
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "erin"))
+
+    async def ready():
+        await once(kube, namespace)
+        return condition(await status_of(kube, namespace, "erin"), "Ready").get("status") == "True"
+
+    await local_cluster.wait_for(ready, timeout=120, interval=1, message="erin Ready")
+    stale = await observe(kube, settings, await owned_resources(kube, settings))
+    old = stale.instances[(namespace, "erin")]
+    old = {**old, "status": {}}  # as a lagging cache holds it: its last status not yet seen
+
+    instance_path = f"/apis/kadense.io/v1/namespaces/{namespace}/jupyternotebookinstances/erin"
+    await kube.call("DELETE", instance_path)
+    await local_cluster.wait_for(
+        lambda: _absent(kube, instance_path), timeout=60, message="erin gone"
+    )
+    new = await put(kube, seed_instance(namespace, "erin"))
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+
+    await reconcile_instance(kube, stale, old, settings)
+
+    status = await status_of(kube, namespace, "erin")
+    assert status == {}, (
+        "the old incarnation's status was written onto the new one: "
+        f"Ready={condition(status, 'Ready').get('status')}, "
+        f"pods={status.get('pods')}"
+    )
+
+
+async def _absent(kube: Kube, path: str) -> bool:
+    return await kube.call("GET", path, ignore=(404,)) is None
+
+
+async def test_a_pod_create_that_times_out_undoes_nothing(cluster, namespace):
+    """Holds up: 503s on the PVC's create, made after the pod's (FAULT INJECTION: the apiserver
+    cannot be asked for a 503 on demand) are no refusal: the pod made before is kept for the
+    next pass, which creates the PVC and converges on the same pod."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "fred"))
+    flaky = Kube(FlakyApi(cluster.api, [503] * 6, url_part="persistentvolumeclaims/fred-"))
+    summary = await once(flaky, namespace)
+    assert flaky.http is None and result_for(summary, "fred").error
+    pods, pvcs = await owned(kube, namespace, "fred")
+    assert len(pods) == 1 and pvcs == []
+    uid = pods[0]["metadata"]["uid"]
+    summary = await once(kube, namespace)
+    assert not result_for(summary, "fred").error, result_for(summary, "fred").error
+    pods, pvcs = await owned(kube, namespace, "fred")
+    assert len(pvcs) == 1 and [p["metadata"]["uid"] for p in pods] == [uid]
+
+
+async def test_the_spawner_leaves_no_unclosed_client_behind(cluster, namespace):
+    """JupyternetesSpawner makes a new Kube (`_kube`, used by start, stop and delete_forever)
+    for each call and never closes it. Since issue 16 each Kube has its own aiohttp session, so
+    every server start and stop leaves a session with a TLS connection to the apiserver open
+    until the garbage collector finds it, and asyncio then logs "Unclosed client session" /
+    "Unclosed connector" at ERROR level in the hub's log: two error lines per start/stop."""
+    spawner = JupyternetesSpawner(kubeconfig=str(cluster.kubeconfig))
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context.get("message", "")))
+    try:
+        clients = set()
+        for _ in range(3):  # three starts/stops
+            kube = await spawner._kube()
+            clients.add(id(kube))
+            await kube.call("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+        del kube
+        gc.collect()
+        assert len(clients) == 1, "one client per hub, not one per start or stop"
+    finally:
+        loop.set_exception_handler(previous)
+    unclosed = [m for m in seen if m.startswith("Unclosed")]
+    assert unclosed == [], f"{len(unclosed)} unclosed-client errors: {unclosed}"
+
+
+async def test_a_refused_start_does_not_release_the_users_static_volume(cluster, namespace):
+    """Static provisioning: the admin made one PersistentVolume per user (reclaim policy
+    Retain, the default for hand-made PVs) and the template binds the user's PVC to it with
+    `volumeName`. One start refused by a full quota now creates the PVC, which binds the
+    user's volume, and the undo deletes the PVC: the volume is Released (its claimRef keeps the
+    deleted claim's uid) and no later PVC can bind it. Once the quota has room, the user's
+    server never starts with its volume again (its PVC stays Pending) until an admin edits the
+    PV by hand. (With reclaim policy Delete, the undo deletes the user's data outright.)
+    Before issue 16 the dry-run refused the start and nothing was bound."""
+    kube = cluster.kube
+    volume_name = f"home-{namespace}"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "manual",
+            "hostPath": {"path": f"/tmp/{volume_name}", "type": "DirectoryOrCreate"},
+        },
+    }
+    await kube.apply(volume, field_manager=TEST_MANAGER)
+    template = seed_template(namespace)
+    template["spec"]["pvcs"][0]["spec"].update(
+        {"storageClassName": "manual", "volumeName": volume_name}
+    )
+    await _quota_refusing_pods(kube, namespace)
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "gina"))
+    volume_path = f"/api/v1/persistentvolumes/{volume_name}"
+    try:
+        summary = await once(kube, namespace)
+        assert "quota" in result_for(summary, "gina").error
+        await kube.call("DELETE", f"/api/v1/namespaces/{namespace}/resourcequotas/no-pods")
+
+        async def served_with_its_volume():
+            await once(kube, namespace)
+            _, pvcs = await owned(kube, namespace, "gina")
+            bound = [p for p in pvcs if (p.get("status") or {}).get("phase") == "Bound"]
+            return bound or None
+
+        try:
+            await local_cluster.wait_for(served_with_its_volume, timeout=60, interval=2)
+        except TimeoutError:
+            live = await kube.call("GET", volume_path)
+            raise AssertionError(
+                f"the user's volume is {live['status'].get('phase')} with claimRef uid "
+                f"{live['spec'].get('claimRef', {}).get('uid')}; gina's PVC never binds"
+            ) from None
+    finally:
+        await kube.call("DELETE", volume_path, ignore=(404,))
+
+
+def _names_on_shards(namespace: str, count: int = 2) -> list[str]:
+    """One instance name per shard of `count`."""
+    found: dict[int, str] = {}
+    for n in range(1000):
+        found.setdefault(shard_of(namespace, f"user{n}", count), f"user{n}")
+        if len(found) == count:
+            return [found[i] for i in range(count)]
+    raise AssertionError("no names for every shard")
+
+
+async def test_a_name_collision_across_shards_creates_nothing(cluster, namespace):
+    """Two instances whose templates render one pod name (`resourceName: "{team}-shared"`,
+    README Ownership) on different shards. Shard 1's caches never hold shard 0's objects, so the
+    second instance always takes the create path: its PVC is created before its pod trips the
+    guard, and it is left behind although the instance is held back with NameConflict. (The
+    first owner keeps the pod; the loser must get nothing.)"""
+    kube = cluster.kube
+    template = seed_template(namespace)
+    template["spec"]["pods"][0]["resourceName"] = "{team}-shared"
+    await put(kube, template)
+    first, second = _names_on_shards(namespace)
+    await put(kube, seed_instance(namespace, first, team="physics"))
+    await once(kube, namespace, shard=Shard(0, 2))
+    await put(kube, seed_instance(namespace, second, team="physics"))
+
+    summary = await once(kube, namespace, shard=Shard(1, 2))
+
+    assert result_for(summary, second).reason == "NameConflict"
+    _, pvcs = await owned(kube, namespace, second)
+    assert pvcs == [], f"held back with NameConflict, yet {second}'s PVC was created"
