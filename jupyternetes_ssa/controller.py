@@ -48,7 +48,7 @@ from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.status import needs_write, urgent
 from jupyternetes_ssa.tenancy import template_key, uses_selector
 from jupyternetes_ssa.tokens import prepare
-from jupyternetes_ssa.types import Manifest
+from jupyternetes_ssa.types import Manifest, PruneCandidate
 
 log = logging.getLogger(__name__)
 UNHEALTHY_AFTER_SECONDS = 120.0  # a watch failing this long makes /healthz fail
@@ -271,7 +271,7 @@ class Controller:
         candidates = [
             cand
             for cand in plan_prune(self.observed, self.wanted, objects)
-            if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand.orphan_of)
+            if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand)
         ]
         pruned = await prune(self.kube, candidates, dry_run=self.s.dry_run)
         for cand in pruned:
@@ -280,10 +280,17 @@ class Controller:
         if not self.s.dry_run:
             await events.record_pruned(self.kube, pruned, self.observed.instances)
 
-    async def _really_gone(self, key: Key) -> bool:
-        """Watches lag, each at its own pace: before deleting an object as an orphan, ask the
-        apiserver whether its instance is really gone (a read, and only for orphans)."""
-        return await self.kube.get(INSTANCE, *key) is None
+    async def _really_gone(self, cand: PruneCandidate) -> bool:
+        """Watches lag, each at its own pace: an object is deleted as an orphan only once the
+        instance watch has delivered past the object's own version (its instance's deletion
+        was seen, not merely not yet its creation), else after asking the apiserver (a read,
+        and only for orphans)."""
+        instances = self.informers[0] if self.informers else None
+        if instances is not None and instances.delivered_past(
+            cand.ref.namespace, cand.resource_version
+        ):
+            return True
+        return await self.kube.get(INSTANCE, *cand.orphan_of) is None
 
     async def _process(self, key: Key) -> bool:
         """Reconcile one key; True when it failed (retry with backoff)."""

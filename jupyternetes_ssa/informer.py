@@ -43,6 +43,7 @@ class Informer:
         self.selectors = {"label_selector": label_selector, "field_selector": field_selector}
         self.timeout_seconds = timeout_seconds
         self._synced: set[str | None] = set()
+        self._seen: dict[str | None, str] = {}  # per scope: the resourceVersion delivered up to
         self._failing: set[str | None] = set()
         self.relists = 0
         self.last_error: Exception | None = None
@@ -56,6 +57,16 @@ class Informer:
     def listed(self) -> bool:
         """Every scope was listed once: the cache is complete, if perhaps stale while failing."""
         return len(self._synced) == len(self.scopes)
+
+    def delivered_past(self, namespace: str, resource_version: str) -> bool:
+        """Whether every change of this kind up to `resource_version` has reached the cache.
+        etcd's revisions are one sequence for every kind, so an object written at revision R
+        names an instance created before R: if the watch is past R and the instance is not in
+        the cache, its deletion was delivered. False when either version is not a number (an
+        apiserver is free to use opaque ones: then the caller asks)."""
+        scope = None if self.scopes == (None,) else namespace
+        seen = self._seen.get(scope, "")
+        return seen.isdigit() and resource_version.isdigit() and int(seen) >= int(resource_version)
 
     def failing_for(self) -> float:
         """Seconds since list/watch started failing without a successful list since (0: fine)."""
@@ -106,6 +117,7 @@ class Informer:
             ):
                 self.handler("MODIFIED" if old else "ADDED", obj, old)
         self._synced.add(scope)
+        self._seen[scope] = listed.resource_version
         return listed.resource_version
 
     async def _watch(self, scope: str | None, rv: str) -> str:
@@ -113,6 +125,7 @@ class Informer:
             self.res, scope, rv, **self.selectors, timeout_seconds=self.timeout_seconds
         ):
             rv = obj.get("metadata", {}).get("resourceVersion", rv)
+            self._seen[scope] = rv
             if kind == "BOOKMARK":
                 continue
             obj.setdefault("apiVersion", self.res.api_version)
