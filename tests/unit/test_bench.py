@@ -260,7 +260,7 @@ def test_parse_sizes() -> None:
 
 # --- workload -----------------------------------------------------------------------------------
 def test_baseline_objects_are_what_the_reconciler_would_send() -> None:
-    groups = workload.rendered("bench-x", 3)
+    groups = workload.rendered("bench-x", range(3))
     assert len(groups) == 3
     for index, (pvc, pod) in enumerate(groups):
         assert (pvc["kind"], pod["kind"]) == ("PersistentVolumeClaim", "Pod")
@@ -274,7 +274,7 @@ def test_baseline_objects_are_what_the_reconciler_would_send() -> None:
 
 
 def test_template_change_touches_only_the_image() -> None:
-    before, after = workload.rendered("ns", 1)[0][1], workload.rendered("ns", 1, "img:2")[0][1]
+    before, after = workload.rendered("ns", [0])[0][1], workload.rendered("ns", [0], "img:2")[0][1]
     assert after["spec"]["containers"][0]["image"] == "img:2"
     after["spec"]["containers"][0]["image"] = before["spec"]["containers"][0]["image"]
     assert after["spec"] == before["spec"]
