@@ -147,6 +147,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
     await wait_attribution(scraper, subject)
     env = phases.Env(
         admin=admin,
+        admin_kubeconfig=target.kubeconfig,
         subject_kubeconfig=subject_kubeconfig,
         kubectl=target.kubectl,
         scraper=scraper,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bench.attribution import SHORT
 from bench.stats import ratio
 from bench.table import MISSING, dig, fmt_mib, fmt_ratio, fmt_seconds, markdown_table
 
@@ -74,10 +75,10 @@ def idle_pass(r: Result, n: int) -> Verdict:
         return _none()
     by_verb = req.get("by_verb", {})
     lists = by_verb.get("list", {})
-    object_gets = sum(n for res, n in by_verb.get("get", {}).items() if res != "nonresource")
+    object_gets = sum(by_verb.get("get", {}).get(kind, 0) for kind in OBJECT_KINDS)
     pages_ok = all(lists.get(kind, 0) <= math.ceil(n / PAGE) + 1 for kind in OBJECT_KINDS)
-    listed = ", ".join(f"{kind[:4]} {lists.get(kind, 0)}" for kind in OBJECT_KINDS)
-    text = f"{req['writes']} writes; lists {listed}; object GETs {object_gets}"
+    listed = ", ".join(f"{SHORT.get(kind, kind)} {lists.get(kind, 0)}" for kind in OBJECT_KINDS)
+    text = f"{req['writes']} writes; list pages {listed}; GETs of these {object_gets}"
     return Verdict(text, req["writes"] == 0 and object_gets == 0 and pages_ok)
 
 

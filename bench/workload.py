@@ -108,19 +108,6 @@ async def put(kube: Kube, obj: Manifest, manager: str = ADMIN_MANAGER) -> Manife
     return await kube.apply(copy.deepcopy(obj), field_manager=manager)
 
 
-async def create_instances(
-    kube: Kube, namespace: str, indices: Iterable[int], concurrency: int = 32
-) -> None:
-    """Create parked instances concurrently, as a busy hub's spawners would (server-side apply)."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(index: int) -> None:
-        async with gate:
-            await put(kube, instance(namespace, index), HUB_MANAGER)
-
-    await asyncio.gather(*(one(i) for i in indices))
-
-
 async def delete_instances(
     kube: Kube, namespace: str, indices: Iterable[int], concurrency: int = 32
 ) -> None:
