@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -14,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add the cwd
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import promtext, report, stats, table, workload  # noqa: E402
+from bench import promtext, report, stats, table, targets, workload  # noqa: E402
 from bench.attribution import (  # noqa: E402
     NON_RESOURCE,
     OTHER,
@@ -27,6 +28,7 @@ from bench.attribution import (  # noqa: E402
     schema_name,
     subject_requests,
 )
+from bench.audit import SUBJECT_USER, AuditLog, wasted  # noqa: E402
 from bench.machine import cpu_model, mem_total_kib  # noqa: E402
 from bench.procs import parse_proc_stat_cpu, parse_proc_status  # noqa: E402
 from bench.run import parse_sizes  # noqa: E402
@@ -278,3 +280,95 @@ def test_template_change_touches_only_the_image() -> None:
     assert after["spec"]["containers"][0]["image"] == "img:2"
     after["spec"]["containers"][0]["image"] = before["spec"]["containers"][0]["image"]
     assert after["spec"] == before["spec"]
+
+
+def test_parked_servers_never_reach_a_scheduler_or_a_volume() -> None:
+    pvc, pod = workload.rendered("ns", [0])[0]
+    assert pod["spec"]["schedulerName"] == workload.PARKED_SCHEDULER
+    assert pvc["spec"]["volumeName"] == workload.PARKED_VOLUME
+    seed = workload.template("ns", parked=False)
+    assert seed["metadata"]["name"] == workload.TEMPLATE_NAME
+    assert "schedulerName" not in seed["spec"]["pods"][0]["spec"]
+    assert "volumeName" not in seed["spec"]["pvcs"][0]["spec"]
+    assert workload.instance("ns", 1, workload.TEMPLATE_NAME)["spec"]["template"]["name"] == (
+        workload.TEMPLATE_NAME
+    )
+    assert [[o["kind"] for o in g] for g in workload.pods_only([[pvc, pod]])] == [["Pod"]]
+
+
+# --- audit log ----------------------------------------------------------------------------------
+def _audit(verb: str, code: int, user: str = SUBJECT_USER, resource: str = "pods") -> str:
+    return json.dumps(
+        {
+            "stage": "ResponseComplete",
+            "verb": verb,
+            "user": {"username": user},
+            "objectRef": {"resource": resource},
+            "responseStatus": {"code": code},
+        }
+    )
+
+
+def test_audit_counts_the_subjects_answers_after_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_text(_audit("delete", 200) + "\n")
+    log = AuditLog(path)
+    offset = log.offset()
+    lines = [
+        _audit("delete", 200),
+        _audit("delete", 404),
+        _audit("delete", 409),
+        _audit("delete", 200, user="admin"),  # not the subject
+        _audit("get", 404),  # not a delete
+        _audit("delete", 200, resource="persistentvolumeclaims"),
+        '{"stage": "ResponseComplete", "verb": "del',  # still being written
+    ]
+    with open(path, "a") as out:
+        out.write("\n".join(lines))
+    answers = log.answers(offset)
+    assert answers == {"persistentvolumeclaims": {"200": 1}, "pods": {"200": 1, "404": 1, "409": 1}}
+    assert wasted(answers) == 2
+
+
+def test_audit_without_a_log_says_unknown() -> None:
+    log = AuditLog(None)
+    assert log.offset() == 0 and log.answers(0) is None and wasted(None) is None
+
+
+# --- targets ------------------------------------------------------------------------------------
+def _idle(by_verb: dict, writes: int = 0) -> dict:
+    return {"ours": {"idle": {"requests": {"writes": writes, "by_verb": by_verb}}}}
+
+
+def test_idle_target_wants_pages_not_objects() -> None:
+    lists = {"jupyternotebookinstances": 10, "pods": 10, "persistentvolumeclaims": 10}
+    assert targets.idle_pass(_idle({"list": lists, "get": {"other": 2}}), 5000).ok is True
+    per_object = {"list": lists, "get": {"pods": 5000}}
+    assert targets.idle_pass(_idle(per_object), 5000).ok is False
+    assert targets.idle_pass(_idle({"list": lists}, writes=1), 5000).ok is False
+    unpaged = {"list": {**lists, "pods": 5000}}
+    assert targets.idle_pass(_idle(unpaged), 5000).ok is False
+
+
+def test_targets_table_judges_at_the_largest_size_run_and_says_so() -> None:
+    sizes = {
+        "100": {
+            "ours": {
+                "converge": _step(4, 250, 200) | {"cpu_s": 3.0},
+                "shards": {"skipped": "no --shard here"},
+            },
+            "kubectl": {"apply": _step(2, 200, 200) | {"cpu_s": 1.0}},
+        }
+    }
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+        for line in targets.targets_table(sizes).splitlines()[2:]
+    }
+    assert rows["converge from empty: requests per server"][2:] == [
+        "2.50 per server",
+        "<= 3",
+        "PASS (at N = 100, not 1,000)",
+    ]
+    assert rows["converge: CPU ours / kubectl"][4].startswith("FAIL")  # 3.0x > 1.5x
+    assert rows["2 shards: each one's RSS and CPU / single's"][2] == "no --shard here"
+    assert rows["reconciler RSS, continuous"][4] == table.MISSING  # not measured
