@@ -324,5 +324,9 @@ def render(results: Mapping[str, Any]) -> str:
     if line := fixed_cost_line(results.get("fixed_cost")):
         parts.append(line)
     if sizes:
-        parts += [targets_table(sizes), summary_table(sizes), breakdown_table(sizes)]
+        parts += [
+            targets_table(sizes, results.get("fixed_cost")),
+            summary_table(sizes),
+            breakdown_table(sizes),
+        ]
     return "\n\n".join(parts) + "\n"

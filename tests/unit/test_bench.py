@@ -372,3 +372,17 @@ def test_targets_table_judges_at_the_largest_size_run_and_says_so() -> None:
     assert rows["converge: CPU ours / kubectl"][4].startswith("FAIL")  # 3.0x > 1.5x
     assert rows["2 shards: each one's RSS and CPU / single's"][2] == "no --shard here"
     assert rows["reconciler RSS, continuous"][4] == table.MISSING  # not measured
+
+
+def test_shards_are_judged_above_a_process_fixed_cost() -> None:
+    single = {"rss_kib": 260 * 1024, "cpu_s": 21.0}
+    each = [{"shard": f"{i}/2", "rss_kib": 160 * 1024, "cpu_s": 11.0} for i in range(2)]
+    result = {
+        "ours": {"continuous": {"startup": single}, "shards": {"count": 2, "each": each}},
+        "fixed_cost": {"max_rss_kib": 60 * 1024, "cpu_s": 1.0},
+    }
+    verdict = targets.shards(result, 5000)
+    assert verdict.ok is True  # (160-60)/(260-60) = 0.5 of memory, (11-1)/(21-1) = 0.5 of CPU
+    assert "0.50x above fixed" in verdict.measured.replace("\u00d7", "x")
+    each[1]["rss_kib"] = 200 * 1024  # 0.7 of what the single one holds above the fixed cost
+    assert targets.shards(result, 5000).ok is False
