@@ -318,10 +318,21 @@ def fixed_cost_line(step: Any) -> str:
     )
 
 
+def durations_line(sizes: Mapping[str, Result]) -> str:
+    """How long each size took to run, every contender included (the cluster's start not)."""
+    done = [(int(n), r["size_s"]) for n, r in sizes.items() if r.get("size_s") is not None]
+    if not done:
+        return ""
+    each = ", ".join(f"N = {n:,}: {fmt_seconds(s)}" for n, s in sorted(done))
+    return f"Run time of each size: {each}."
+
+
 def render(results: Mapping[str, Any]) -> str:
     sizes = results.get("sizes", {})
     parts = [machine_table(results.get("machine", {}))]
     if line := fixed_cost_line(results.get("fixed_cost")):
+        parts.append(line)
+    if line := durations_line(sizes):
         parts.append(line)
     if sizes:
         parts += [
