@@ -129,8 +129,10 @@ def orphan_gc(r: Result, n: int) -> Verdict:
     if wall.ok is None:
         return wall
     waste = dig(r, "ours", "orphan_gc", "wasted_deletes")
-    waste_text = "unknown (no audit log)" if waste is None else f"{waste}"
-    return Verdict(f"{wall.measured}; wasted deletes {waste_text}", wall.ok and waste == 0)
+    text = f"{wall.measured}; wasted deletes {'unknown (no audit log)' if waste is None else waste}"
+    if waste is None:  # a verdict on the wall time alone would claim more than was measured
+        return Verdict(text, False if not wall.ok else None)
+    return Verdict(text, wall.ok and waste == 0)
 
 
 def _share(shard: Any, single: Any, base: Any) -> tuple[float | None, float | None]:
