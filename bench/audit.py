@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cluster import SUBJECT, SYSTEM_NAMESPACE
@@ -19,8 +20,21 @@ from bench.cluster import SUBJECT, SYSTEM_NAMESPACE
 SUBJECT_USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{SUBJECT}"
 
 
+@dataclass(frozen=True)
+class Mark:
+    """Where a window starts: the log file (by inode, as it may be renamed) and its size."""
+
+    inode: int
+    size: int
+
+
 class AuditLog:
-    """``offset()`` before a window, ``answers(since)`` after it."""
+    """``mark()`` before a window, ``answers(since)`` after it.
+
+    The apiserver rotates its audit log (at 100 MB unless told otherwise: a run at N = 5,000
+    writes more): the file is renamed to ``audit-<time>.log`` and a new one begun. A window is
+    therefore read from its mark in whichever file now has that inode, then every newer file.
+    """
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -29,27 +43,45 @@ class AuditLog:
     def available(self) -> bool:
         return self.path is not None and self.path.exists()
 
-    def offset(self) -> int:
-        return self.path.stat().st_size if self.available else 0
-
-    def answers(self, since: int, verb: str = "delete") -> dict[str, dict[str, int]] | None:
-        """The subject's ``verb`` requests after ``since``: resource -> {HTTP code: count}."""
+    def mark(self) -> Mark | None:
         if not self.available:
             return None
+        found = self.path.stat()
+        return Mark(found.st_ino, found.st_size)
+
+    def _files_since(self, since: Mark) -> list[tuple[Path, int]] | None:
+        """(file, offset to read from) in order of writing; None if the marked file is gone."""
+        files = sorted(
+            self.path.parent.glob(f"{self.path.stem}*{self.path.suffix}"),
+            key=lambda f: (f.stat().st_mtime_ns, f.name == self.path.name),  # current last
+        )
+        inodes = [f.stat().st_ino for f in files]
+        if since.inode not in inodes:
+            return None
+        first = inodes.index(since.inode)
+        return [(f, since.size if i == first else 0) for i, f in enumerate(files) if i >= first]
+
+    def answers(self, since: Mark | None, verb: str = "delete") -> dict[str, dict[str, int]] | None:
+        """The subject's ``verb`` requests after ``since``: resource -> {HTTP code: count};
+        None when the log cannot tell (no log, or the marked file is gone)."""
+        files = self._files_since(since) if since is not None and self.available else None
+        if files is None:
+            return None
         counts: dict[str, Counter[str]] = {}
-        with open(self.path, "rb") as log:
-            log.seek(since)
-            for line in log:
-                event = _event(line)
-                if (
-                    event is None
-                    or event.get("verb") != verb
-                    or (event.get("user") or {}).get("username") != SUBJECT_USER
-                ):
-                    continue
-                resource = (event.get("objectRef") or {}).get("resource", "?")
-                code = str((event.get("responseStatus") or {}).get("code", "?"))
-                counts.setdefault(resource, Counter())[code] += 1
+        for path, offset in files:
+            with open(path, "rb") as log:
+                log.seek(offset)
+                for line in log:
+                    event = _event(line)
+                    if (
+                        event is None
+                        or event.get("verb") != verb
+                        or (event.get("user") or {}).get("username") != SUBJECT_USER
+                    ):
+                        continue
+                    resource = (event.get("objectRef") or {}).get("resource", "?")
+                    code = str((event.get("responseStatus") or {}).get("code", "?"))
+                    counts.setdefault(resource, Counter())[code] += 1
         return {r: dict(sorted(c.items())) for r, c in sorted(counts.items())}
 
 

@@ -344,7 +344,7 @@ async def _instance_gc(
     """
     names = {workload.instance_name(i) for i in indices}
     pruned_before = metric_total(await rec.metrics(), "jupyternetes_pruned_total")
-    offset = env.audit.offset()
+    mark = env.audit.mark()
     before = await env.scraper.snapshot()
     started = time.monotonic()
     await workload.delete_instances(env.admin, ns, indices)
@@ -356,7 +356,7 @@ async def _instance_gc(
     )
     gone_s = time.monotonic() - started
     requests, _ = window(before, await env.scraper.snapshot())
-    answers = env.audit.answers(offset)
+    answers = env.audit.answers(mark)
     pruned = metric_total(await rec.metrics(), "jupyternetes_pruned_total") - pruned_before
     log.info("instance GC of %d: pods gone %.2fs", len(names), gone_s)
     return {
@@ -401,7 +401,7 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
     setup_s = time.monotonic() - started
     async with Tracker(env.admin, ns, env.deadline(n)) as seen:
         orphans = seen.pods_of(names)
-        offset = env.audit.offset()
+        mark = env.audit.mark()
         before = await env.scraper.snapshot()
         async with Reconciler(env, ns, f"ours-orphan-gc-{n}") as rec:
             ready_s = await rec.wait_ready(env.deadline(n))
@@ -416,7 +416,7 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
             sample = rec.sample()
         requests, context = window(before, await env.scraper.snapshot())
         pvcs_kept = seen.pvcs_of(names)
-    answers = env.audit.answers(offset)
+    answers = env.audit.answers(mark)
     log.info(
         "orphan GC of %d pods: ready %.2fs, gone %.2fs, %d deletes (%s wasted)",
         orphans,

@@ -236,11 +236,11 @@ async def loop_process(
     """One measured run of bench.create_loop over ``groups``; what it reported is kept."""
     objects = workload.write_groups(groups, env.logs / f"{name}.json")
     argv = loop_argv(env, objects, delete=delete)
-    offset = env.audit.offset()
+    mark = env.audit.mark()
     step = await measured_process(env, argv, name, env.deadline(n))
     step.extra.update(json.loads((env.logs / f"{name}.out").read_text()))
     if delete:
-        answers = env.audit.answers(offset)
+        answers = env.audit.answers(mark)
         step.extra["delete_answers"] = answers
         step.extra["wasted_deletes"] = wasted(answers)
     return step.to_json()

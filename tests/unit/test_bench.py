@@ -309,11 +309,11 @@ def _audit(verb: str, code: int, user: str = SUBJECT_USER, resource: str = "pods
     )
 
 
-def test_audit_counts_the_subjects_answers_after_the_offset(tmp_path: Path) -> None:
+def test_audit_counts_the_subjects_answers_after_the_mark(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     path.write_text(_audit("delete", 200) + "\n")
     log = AuditLog(path)
-    offset = log.offset()
+    mark = log.mark()
     lines = [
         _audit("delete", 200),
         _audit("delete", 404),
@@ -325,14 +325,28 @@ def test_audit_counts_the_subjects_answers_after_the_offset(tmp_path: Path) -> N
     ]
     with open(path, "a") as out:
         out.write("\n".join(lines))
-    answers = log.answers(offset)
+    answers = log.answers(mark)
     assert answers == {"persistentvolumeclaims": {"200": 1}, "pods": {"200": 1, "404": 1, "409": 1}}
     assert wasted(answers) == 2
 
 
+def test_audit_follows_the_apiservers_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_text(_audit("delete", 404) + "\n")  # before the window
+    log = AuditLog(path)
+    mark = log.mark()
+    with open(path, "a") as out:
+        out.write(_audit("delete", 200) + "\n")
+    path.rename(tmp_path / "audit-2026-11-30T12-54-01.123.log")  # what lumberjack does
+    path.write_text(_audit("delete", 409) + "\n" + _audit("delete", 200) + "\n")
+    assert log.answers(mark) == {"pods": {"200": 2, "409": 1}}
+    (tmp_path / "audit-2026-11-30T12-54-01.123.log").unlink()
+    assert log.answers(mark) is None  # the window's start is gone: unknown, not zero
+
+
 def test_audit_without_a_log_says_unknown() -> None:
     log = AuditLog(None)
-    assert log.offset() == 0 and log.answers(0) is None and wasted(None) is None
+    assert log.mark() is None and log.answers(None) is None and wasted(None) is None
 
 
 # --- targets ------------------------------------------------------------------------------------
