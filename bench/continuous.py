@@ -16,6 +16,7 @@ Three reconciler runs, one after the other, on the namespace once mode left conv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -153,17 +154,14 @@ async def shards(env: Env, ns: str, n: int, count: int = 2) -> dict[str, Any]:
         for i in range(count)
     ]
     before = await env.scraper.snapshot()
-    for r in runs:
-        await r.__aenter__()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        for r in runs:
+            await stack.enter_async_context(r)
         ready = [await r.wait_ready(env.deadline(n)) for r in runs]
         await wait_drained(runs, n, env.deadline(n))
         drained_s = time.monotonic() - min(r.started for r in runs)
         samples = [r.sample() for r in runs]
         metrics = [await r.metrics() for r in runs]
-    finally:
-        for r in runs:
-            await r.__aexit__(None, None, None)
     requests, _ = window(before, await env.scraper.snapshot())
     each = [
         {
