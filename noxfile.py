@@ -54,6 +54,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks on a fresh local cluster (or --kubeconfig): nox -s bench -- --sizes 100,1000."""
+    """Benchmarks on a fresh local cluster (or --kubeconfig), N = 100, 1,000 and 5,000 by
+    default; a quick check: nox -s bench -- --sizes 100."""
     session.install("-e", ".")  # bench/ needs only the package's own dependencies
     session.run("python", "-m", "bench.run", *session.posargs)

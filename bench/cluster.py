@@ -40,12 +40,13 @@ class Target:
     kubeconfig: Path
     kubectl: Path
     state_dir: Path | None = None  # set when we started it (and so must stop it)
+    audit_log: Path | None = None  # the apiserver's audit log, when we can read it
 
     @classmethod
     def start_local(cls, state_dir: Path, keep: bool) -> Target:
         """A fresh local control plane; reaped with this process unless it is to be kept."""
         cluster = local_cluster.up(state_dir, owner_pid=None if keep else os.getpid())
-        return cls(cluster.kubeconfig, cluster.bin_dir / "kubectl", state_dir)
+        return cls(cluster.kubeconfig, cluster.bin_dir / "kubectl", state_dir, cluster.audit_log)
 
     @classmethod
     def existing(cls, kubeconfig: Path, kubectl: str | None) -> Target:
@@ -174,6 +175,20 @@ async def fresh_namespace(kube: Kube, name: str, timeout: float) -> None:
         timeout=timeout,
         message=f"ServiceAccount {name}/default",
     )
+
+
+async def begin_namespace_deletion(kube: Kube, name: str) -> None:
+    """Delete ``name`` without waiting: the run goes on in a fresh namespace meanwhile.
+
+    Parked objects go quickly (unscheduled pods at once; PVCs once the controller manager has
+    removed their protection finalizer, at its own request rate), so the clean-up adds a light,
+    steady load to the phases that follow it rather than minutes of waiting.
+    """
+    try:
+        await kube.delete(NAMESPACE, "", name)
+    except ApiError as err:
+        if err.status != 409:  # 409: already terminating
+            raise
 
 
 async def _volumes_of(kube: Kube, namespace: str) -> int:

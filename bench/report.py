@@ -11,6 +11,7 @@ from typing import Any
 from bench.stats import ratio
 from bench.table import (
     MISSING,
+    dig,
     fmt_breakdown,
     fmt_count,
     fmt_mib,
@@ -19,17 +20,9 @@ from bench.table import (
     fmt_seconds,
     markdown_table,
 )
+from bench.targets import targets_table
 
 Result = Mapping[str, Any]
-
-
-def dig(data: Any, *path: str) -> Any:
-    """``data[p0][p1]...`` or None when any step is missing."""
-    for key in path:
-        if not isinstance(data, Mapping) or key not in data:
-            return None
-        data = data[key]
-    return data
 
 
 def _requests_total(step: Any) -> int | None:
@@ -109,11 +102,7 @@ def _rows() -> list[Row]:
         ("CPU ours ÷ create loop", cpu_ratio(conv, l_create)),
         ("requests ours ÷ kubectl", req_ratio(conv, k_apply)),
         ("requests ours ÷ create loop", req_ratio(conv, l_create)),
-        ("**Catch-up pass** (statuses of the now running pods)", lambda r: ""),
-        ("ours: wall", wall(ours, "catch_up")),
-        ("ours: CPU", cpu(ours, "catch_up")),
-        ("ours: requests", reqs(ours, "catch_up")),
-        ("**Idle pass** (nothing changed since the catch-up)", lambda r: ""),
+        ("**Idle pass** (nothing changed since the converge)", lambda r: ""),
         ("ours: wall", wall(*idle)),
         ("ours: CPU", cpu(*idle)),
         ("ours: requests", reqs(*idle)),
@@ -164,17 +153,101 @@ def _rows() -> list[Row]:
                 dig(r, *cont, "new_instances", "cpu_s"), dig(r, *cont, "new_instances", "count")
             ),
         ),
-        ("RSS with N + new servers", lambda r: fmt_mib(dig(r, *cont, "new_instances", "rss_kib"))),
-        ("**Garbage collection** (N/2 instances deleted)", lambda r: ""),
-        ("delete → their pods gone", lambda r: fmt_seconds(dig(r, *cont, "gc", "pods_gone_s"))),
-        ("reconciler requests meanwhile", lambda r: fmt_requests(dig(r, *cont, "gc", "requests"))),
-        ("reconciler CPU meanwhile", lambda r: fmt_seconds(dig(r, *cont, "gc", "cpu_s"))),
         (
-            "pods deleted by the reconciler (the rest: Kubernetes' GC)",
-            lambda r: fmt_count(dig(r, *cont, "gc", "pods_deleted_by_reconciler")),
+            "peak RSS with N + new servers",
+            lambda r: fmt_mib(dig(r, *cont, "new_instances", "hwm_kib")),
         ),
-        ("PVCs kept (Retain)", lambda r: fmt_count(dig(r, *cont, "gc", "pvcs_kept"))),
+        ("**Burst** (instances created at once)", lambda r: ""),
+        ("instances", lambda r: fmt_count(dig(r, *cont, "burst", "count"))),
+        ("hub's creates done", lambda r: fmt_seconds(dig(r, *cont, "burst", "hub_create_s"))),
+        ("→ every pod exists", lambda r: fmt_seconds(dig(r, *cont, "burst", "to_all_pods_s"))),
+        (
+            "→ every status written",
+            lambda r: fmt_seconds(dig(r, *cont, "burst", "to_all_statuses_s")),
+        ),
+        ("reconciler requests", lambda r: fmt_requests(dig(r, *cont, "burst", "requests"))),
+        ("reconciler CPU", lambda r: fmt_seconds(dig(r, *cont, "burst", "cpu_s"))),
+        (
+            "create loop, same servers (from its first request)",
+            lambda r: fmt_seconds(dig(r, loop, "burst", "elapsed_s")),
+        ),
+        (
+            "ours ÷ create loop",
+            lambda r: fmt_ratio(
+                ratio(dig(r, *cont, "burst", "to_all_pods_s"), dig(r, loop, "burst", "elapsed_s"))
+            ),
+        ),
+        ("peak RSS after the burst", lambda r: fmt_mib(dig(r, *cont, "burst", "hwm_kib"))),
+        ("**Instances deleted** (the burst's; Kubernetes' GC)", lambda r: ""),
+        (
+            "delete → their pods gone",
+            lambda r: fmt_seconds(dig(r, *cont, "instance_gc", "pods_gone_s")),
+        ),
+        (
+            "reconciler requests meanwhile",
+            lambda r: fmt_requests(dig(r, *cont, "instance_gc", "requests")),
+        ),
+        (
+            "pods deleted by the reconciler / wasted deletes",
+            lambda r: _pair(
+                dig(r, *cont, "instance_gc", "pruned_by_reconciler"),
+                dig(r, *cont, "instance_gc", "wasted_deletes"),
+            ),
+        ),
+        ("**Orphan GC** (N/2 orphan pods, only the reconciler to delete them)", lambda r: ""),
+        ("orphan pods", lambda r: fmt_count(dig(r, ours, "orphan_gc", "orphans"))),
+        ("reconciler start → /readyz", lambda r: fmt_seconds(dig(r, ours, "orphan_gc", "ready_s"))),
+        (
+            "reconciler start → orphans gone",
+            lambda r: fmt_seconds(dig(r, ours, "orphan_gc", "pods_gone_s")),
+        ),
+        ("reconciler requests", lambda r: fmt_requests(dig(r, ours, "orphan_gc", "requests"))),
+        (
+            "pods deleted by the reconciler / wasted deletes",
+            lambda r: _pair(
+                dig(r, ours, "orphan_gc", "pruned_by_reconciler"),
+                dig(r, ours, "orphan_gc", "wasted_deletes"),
+            ),
+        ),
+        ("PVCs kept (Retain)", lambda r: fmt_count(dig(r, ours, "orphan_gc", "pvcs_kept"))),
+        ("delete loop, same pods: wall", wall(loop, "delete")),
+        ("delete loop: requests", reqs(loop, "delete")),
+        (
+            "wall ours ÷ delete loop",
+            lambda r: fmt_ratio(
+                ratio(dig(r, ours, "orphan_gc", "pods_gone_s"), dig(r, loop, "delete", "wall_s"))
+            ),
+        ),
+        ("**Two shards** (`--shard 0/2`, `--shard 1/2`, together)", lambda r: ""),
+        ("start → both initial passes done", lambda r: _shards(r, "drained_s")),
+        ("RSS of each", lambda r: _shards(r, "rss_kib")),
+        ("CPU of each", lambda r: _shards(r, "cpu_s")),
+        (
+            "single reconciler: RSS / CPU at the same point",
+            lambda r: _pair_text(
+                fmt_mib(dig(r, *cont, "startup", "rss_kib")),
+                fmt_seconds(dig(r, *cont, "startup", "cpu_s")),
+            ),
+        ),
     ]
+
+
+def _pair(a: Any, b: Any) -> str:
+    return _pair_text(fmt_count(a), fmt_count(b))
+
+
+def _pair_text(a: str, b: str) -> str:
+    return f"{a} / {b}"
+
+
+def _shards(r: Result, key: str) -> str:
+    found = dig(r, "ours", "shards")
+    if not found or "skipped" in found:
+        return "skipped" if found else MISSING
+    if key == "drained_s":
+        return fmt_seconds(found.get(key))
+    fmt = fmt_mib if key == "rss_kib" else fmt_seconds
+    return " / ".join(fmt(s.get(key)) for s in found.get("each", []))
 
 
 def summary_table(sizes: Mapping[str, Result]) -> str:
@@ -186,17 +259,21 @@ def summary_table(sizes: Mapping[str, Result]) -> str:
 
 BREAKDOWN = (
     ("ours converge", ("ours", "converge")),
-    ("ours catch-up", ("ours", "catch_up")),
     ("ours idle", ("ours", "idle")),
     ("ours template change", ("ours", "template_change")),
     ("ours pass after the change", ("ours", "after_change")),
     ("ours continuous: startup", ("ours", "continuous", "startup")),
     ("ours continuous: new servers", ("ours", "continuous", "new_instances")),
-    ("ours continuous: GC", ("ours", "continuous", "gc")),
+    ("ours continuous: burst", ("ours", "continuous", "burst")),
+    ("ours continuous: instances deleted", ("ours", "continuous", "instance_gc")),
+    ("ours continuous: orphan GC", ("ours", "orphan_gc")),
+    ("ours two shards: startup", ("ours", "shards")),
     ("kubectl apply", ("kubectl", "apply")),
     ("kubectl idle re-apply", ("kubectl", "idle")),
     ("kubectl template change", ("kubectl", "template_change")),
     ("create loop", ("create_loop", "create")),
+    ("delete loop", ("create_loop", "delete")),
+    ("create loop: burst", ("create_loop", "burst")),
 )
 
 
@@ -241,11 +318,26 @@ def fixed_cost_line(step: Any) -> str:
     )
 
 
+def durations_line(sizes: Mapping[str, Result]) -> str:
+    """How long each size took to run, every contender included (the cluster's start not)."""
+    done = [(int(n), r["size_s"]) for n, r in sizes.items() if r.get("size_s") is not None]
+    if not done:
+        return ""
+    each = ", ".join(f"N = {n:,}: {fmt_seconds(s)}" for n, s in sorted(done))
+    return f"Run time of each size: {each}."
+
+
 def render(results: Mapping[str, Any]) -> str:
     sizes = results.get("sizes", {})
     parts = [machine_table(results.get("machine", {}))]
     if line := fixed_cost_line(results.get("fixed_cost")):
         parts.append(line)
+    if line := durations_line(sizes):
+        parts.append(line)
     if sizes:
-        parts += [summary_table(sizes), breakdown_table(sizes)]
+        parts += [
+            targets_table(sizes, results.get("fixed_cost")),
+            summary_table(sizes),
+            breakdown_table(sizes),
+        ]
     return "\n\n".join(parts) + "\n"

@@ -1,9 +1,10 @@
 """``python -m bench.run``: benchmark jupyternetes-ssa at N notebook servers against baselines.
 
-For each N: kubectl apply --server-side (baseline a), a direct create loop (baseline b), then
-jupyternetes-ssa (once mode: converge, catch-up, idle, template change; continuous mode: new
-servers one by one, garbage collection), each in its own namespace. Prints Markdown tables and
-writes every figure as JSON. See BENCHMARKS.md.
+For each N: kubectl apply --server-side (baseline a), a direct create and delete loop (baseline
+b), then jupyternetes-ssa (once mode: converge, idle, template change; continuous mode: shards,
+start-up, new servers one by one, a burst, garbage collection), each in its own namespace. Prints
+Markdown tables, the issue's targets with PASS/FAIL, and writes every figure as JSON. See
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from typing import Any
 
 import kr8s.asyncio
 
-from bench import phases, report
+from bench import continuous, phases, report
+from bench.audit import AuditLog
 from bench.cluster import (
     Scraper,
     Target,
+    begin_namespace_deletion,
+    fresh_namespace,
     install_flow_schemas,
     kubernetes_version,
     make_subject,
@@ -37,6 +41,7 @@ from jupyternetes_ssa.kube import Kube
 
 log = logging.getLogger("bench")
 DEFAULT_JSON = Path("bench-results/latest.json")
+DEFAULT_SIZES = [100, 1000, 5000]
 CONTENDERS = ("kubectl", "create_loop", "ours")
 
 
@@ -55,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--sizes", type=parse_sizes, default=[100, 1000], help="e.g. 100,1000,5000")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=DEFAULT_SIZES, help="default 100,1000,5000"
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     parser.add_argument(
         "--keep-cluster", action="store_true", help="leave the local cluster running at the end"
@@ -67,6 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="ours and the create loop")
     parser.add_argument(
         "--new-instances", type=int, default=100, help="servers created one by one (continuous)"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=500, help="instances created at once (continuous)"
+    )
+    parser.add_argument(
+        "--baseline-max",
+        type=int,
+        default=1000,
+        help="largest N at which kubectl and the create loop converge all N (default 1000)",
     )
     parser.add_argument(
         "--only", default=",".join(CONTENDERS), help=f"subset of {','.join(CONTENDERS)}"
@@ -89,19 +105,30 @@ def write_results(results: dict[str, Any], path: Path) -> None:
     path.with_suffix(".md").write_text(report.render(results))
 
 
+async def bench_ours(env: phases.Env, n: int) -> dict[str, Any]:
+    """Once mode, then continuous mode, on the same namespace."""
+    ns = env.namespace("ours", n)
+    await fresh_namespace(env.admin, ns, env.deadline(n))
+    out = await phases.bench_ours_once(env, ns, n)
+    out.update(await continuous.bench_ours_continuous(env, ns, n))
+    await begin_namespace_deletion(env.admin, ns)
+    return out
+
+
 async def bench_size(env: phases.Env, n: int, only: list[str]) -> dict[str, Any]:
     runners = {
-        "kubectl": phases.bench_kubectl,
+        "kubectl": phases.bench_kubectl if n <= env.baseline_max else None,
         "create_loop": phases.bench_create_loop,
-        "ours": phases.bench_ours,
+        "ours": bench_ours,
     }
     out: dict[str, Any] = {}
     for name in CONTENDERS:
-        if name in only:
+        if name in only and runners[name] is not None:
             log.info("N=%d: %s", n, name)
             started = time.monotonic()
             out[name] = await runners[name](env, n)
             out[name]["phase_s"] = time.monotonic() - started
+            log.info("N=%d: %s took %.0fs", n, name, out[name]["phase_s"])
     return out
 
 
@@ -120,12 +147,17 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
     await wait_attribution(scraper, subject)
     env = phases.Env(
         admin=admin,
+        admin_kubeconfig=target.kubeconfig,
         subject_kubeconfig=subject_kubeconfig,
         kubectl=target.kubectl,
         scraper=scraper,
         logs=workdir,
+        audit=AuditLog(target.audit_log),
+        run_id=f"{int(time.time()) % 100000:05d}",
         concurrency=args.concurrency,
         new_instances=args.new_instances,
+        burst=args.burst,
+        baseline_max=args.baseline_max,
     )
     results: dict[str, Any] = {
         "machine": machine_info(await kubernetes_version(admin)),
@@ -133,6 +165,8 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
             "sizes": args.sizes,
             "concurrency": args.concurrency,
             "new_instances": args.new_instances,
+            "burst": args.burst,
+            "baseline_max": args.baseline_max,
             "contenders": args.only,
             "cluster": "existing" if target.state_dir is None else "local",
         },
@@ -142,7 +176,9 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
         if "ours" in args.only:
             results["fixed_cost"] = await phases.fixed_cost(env)
         for n in args.sizes:
+            started = time.monotonic()
             results["sizes"][str(n)] = await bench_size(env, n, args.only)
+            results["sizes"][str(n)]["size_s"] = time.monotonic() - started
             results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             write_results(results, args.json)
     finally:

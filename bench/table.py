@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bench.attribution import SHORT
 
 MISSING = "\u2013"  # en dash
 TIMES = "\u00d7"  # multiplication sign
+
+
+def dig(data: Any, *path: str) -> Any:
+    """``data[p0][p1]...`` or None when any step is missing."""
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data:
+            return None
+        data = data[key]
+    return data
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from jupyternetes_ssa import labels
@@ -101,20 +102,15 @@ class Tracker:
                 await task
 
     # --- conditions ---------------------------------------------------------------------------
-    def running_pods(self) -> int:
-        return sum(1 for p in self.pods.values() if running(p))
+    def converged(self, names: Iterable[str]) -> bool:
+        """Every one of these instances exists and is converged."""
+        found = [self.instances.get((self.namespace, name)) for name in names]
+        return all(i is not None and converged(i) for i in found)
 
-    def bound_pvcs(self) -> int:
-        return sum(1 for c in self.pvcs.values() if c.get("status", {}).get("phase") == "Bound")
-
-    def settled(self, count: int) -> bool:
-        """``count`` pods running with an IP and ``count`` claims bound."""
-        return self.running_pods() >= count and self.bound_pvcs() >= count
-
-    def all_converged(self, count: int) -> bool:
-        """``count`` instances, every one of them converged."""
-        found = list(self.instances.values())
-        return len(found) >= count and all(converged(i) for i in found)
+    def with_status(self, names: Iterable[str]) -> int:
+        """How many of these instances report their pods in their status."""
+        found = [self.instances.get((self.namespace, name)) for name in names]
+        return sum(1 for i in found if i is not None and (i.get("status") or {}).get("pods"))
 
     def pods_of(self, instances: set[str]) -> int:
         return sum(1 for p in self.pods.values() if instance_of(p) in instances)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -14,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add the cwd
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import promtext, report, stats, table, workload  # noqa: E402
+from bench import promtext, report, stats, table, targets, workload  # noqa: E402
 from bench.attribution import (  # noqa: E402
     NON_RESOURCE,
     OTHER,
@@ -27,6 +28,7 @@ from bench.attribution import (  # noqa: E402
     schema_name,
     subject_requests,
 )
+from bench.audit import SUBJECT_USER, AuditLog, wasted  # noqa: E402
 from bench.machine import cpu_model, mem_total_kib  # noqa: E402
 from bench.procs import parse_proc_stat_cpu, parse_proc_status  # noqa: E402
 from bench.run import parse_sizes  # noqa: E402
@@ -260,7 +262,7 @@ def test_parse_sizes() -> None:
 
 # --- workload -----------------------------------------------------------------------------------
 def test_baseline_objects_are_what_the_reconciler_would_send() -> None:
-    groups = workload.rendered("bench-x", 3)
+    groups = workload.rendered("bench-x", range(3))
     assert len(groups) == 3
     for index, (pvc, pod) in enumerate(groups):
         assert (pvc["kind"], pod["kind"]) == ("PersistentVolumeClaim", "Pod")
@@ -274,7 +276,127 @@ def test_baseline_objects_are_what_the_reconciler_would_send() -> None:
 
 
 def test_template_change_touches_only_the_image() -> None:
-    before, after = workload.rendered("ns", 1)[0][1], workload.rendered("ns", 1, "img:2")[0][1]
+    before, after = workload.rendered("ns", [0])[0][1], workload.rendered("ns", [0], "img:2")[0][1]
     assert after["spec"]["containers"][0]["image"] == "img:2"
     after["spec"]["containers"][0]["image"] = before["spec"]["containers"][0]["image"]
     assert after["spec"] == before["spec"]
+
+
+def test_parked_servers_never_reach_a_scheduler_or_a_volume() -> None:
+    pvc, pod = workload.rendered("ns", [0])[0]
+    assert pod["spec"]["schedulerName"] == workload.PARKED_SCHEDULER
+    assert pvc["spec"]["volumeName"] == workload.PARKED_VOLUME
+    seed = workload.template("ns", parked=False)
+    assert seed["metadata"]["name"] == workload.TEMPLATE_NAME
+    assert "schedulerName" not in seed["spec"]["pods"][0]["spec"]
+    assert "volumeName" not in seed["spec"]["pvcs"][0]["spec"]
+    assert workload.instance("ns", 1, workload.TEMPLATE_NAME)["spec"]["template"]["name"] == (
+        workload.TEMPLATE_NAME
+    )
+    assert [[o["kind"] for o in g] for g in workload.pods_only([[pvc, pod]])] == [["Pod"]]
+
+
+# --- audit log ----------------------------------------------------------------------------------
+def _audit(verb: str, code: int, user: str = SUBJECT_USER, resource: str = "pods") -> str:
+    return json.dumps(
+        {
+            "stage": "ResponseComplete",
+            "verb": verb,
+            "user": {"username": user},
+            "objectRef": {"resource": resource},
+            "responseStatus": {"code": code},
+        }
+    )
+
+
+def test_audit_counts_the_subjects_answers_after_the_mark(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_text(_audit("delete", 200) + "\n")
+    log = AuditLog(path)
+    mark = log.mark()
+    lines = [
+        _audit("delete", 200),
+        _audit("delete", 404),
+        _audit("delete", 409),
+        _audit("delete", 200, user="admin"),  # not the subject
+        _audit("get", 404),  # not a delete
+        _audit("delete", 200, resource="persistentvolumeclaims"),
+        '{"stage": "ResponseComplete", "verb": "del',  # still being written
+    ]
+    with open(path, "a") as out:
+        out.write("\n".join(lines))
+    answers = log.answers(mark)
+    assert answers == {"persistentvolumeclaims": {"200": 1}, "pods": {"200": 1, "404": 1, "409": 1}}
+    assert wasted(answers) == 2
+
+
+def test_audit_follows_the_apiservers_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_text(_audit("delete", 404) + "\n")  # before the window
+    log = AuditLog(path)
+    mark = log.mark()
+    with open(path, "a") as out:
+        out.write(_audit("delete", 200) + "\n")
+    path.rename(tmp_path / "audit-2026-11-30T12-54-01.123.log")  # what lumberjack does
+    path.write_text(_audit("delete", 409) + "\n" + _audit("delete", 200) + "\n")
+    assert log.answers(mark) == {"pods": {"200": 2, "409": 1}}
+    (tmp_path / "audit-2026-11-30T12-54-01.123.log").unlink()
+    assert log.answers(mark) is None  # the window's start is gone: unknown, not zero
+
+
+def test_audit_without_a_log_says_unknown() -> None:
+    log = AuditLog(None)
+    assert log.mark() is None and log.answers(None) is None and wasted(None) is None
+
+
+# --- targets ------------------------------------------------------------------------------------
+def _idle(by_verb: dict, writes: int = 0) -> dict:
+    return {"ours": {"idle": {"requests": {"writes": writes, "by_verb": by_verb}}}}
+
+
+def test_idle_target_wants_pages_not_objects() -> None:
+    lists = {"jupyternotebookinstances": 10, "pods": 10, "persistentvolumeclaims": 10}
+    assert targets.idle_pass(_idle({"list": lists, "get": {"other": 2}}), 5000).ok is True
+    per_object = {"list": lists, "get": {"pods": 5000}}
+    assert targets.idle_pass(_idle(per_object), 5000).ok is False
+    assert targets.idle_pass(_idle({"list": lists}, writes=1), 5000).ok is False
+    unpaged = {"list": {**lists, "pods": 5000}}
+    assert targets.idle_pass(_idle(unpaged), 5000).ok is False
+
+
+def test_targets_table_judges_at_the_largest_size_run_and_says_so() -> None:
+    sizes = {
+        "100": {
+            "ours": {
+                "converge": _step(4, 250, 200) | {"cpu_s": 3.0},
+                "shards": {"skipped": "no --shard here"},
+            },
+            "kubectl": {"apply": _step(2, 200, 200) | {"cpu_s": 1.0}},
+        }
+    }
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+        for line in targets.targets_table(sizes).splitlines()[2:]
+    }
+    assert rows["converge from empty: requests per server"][2:] == [
+        "2.50 per server",
+        "<= 3",
+        "PASS (at N = 100, not 1,000)",
+    ]
+    assert rows["converge: CPU ours / kubectl"][4].startswith("FAIL")  # 3.0x > 1.5x
+    assert rows["2 shards: each one's RSS and CPU / single's"][2] == "no --shard here"
+    assert rows["reconciler RSS, continuous"][4] == table.MISSING  # not measured
+
+
+def test_shards_are_judged_above_a_process_fixed_cost() -> None:
+    single = {"rss_kib": 260 * 1024, "cpu_s": 21.0}
+    each = [{"shard": f"{i}/2", "rss_kib": 160 * 1024, "cpu_s": 11.0} for i in range(2)]
+    result = {
+        "ours": {"continuous": {"startup": single}, "shards": {"count": 2, "each": each}},
+        "fixed_cost": {"max_rss_kib": 60 * 1024, "cpu_s": 1.0},
+    }
+    verdict = targets.shards(result, 5000)
+    assert verdict.ok is True  # (160-60)/(260-60) = 0.5 of memory, (11-1)/(21-1) = 0.5 of CPU
+    assert "0.50x above fixed" in verdict.measured.replace("\u00d7", "x")
+    each[1]["rss_kib"] = 200 * 1024  # 0.7 of what the single one holds above the fixed cost
+    assert targets.shards(result, 5000).ok is False
