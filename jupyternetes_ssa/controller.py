@@ -52,6 +52,7 @@ from jupyternetes_ssa.types import Manifest, PruneCandidate
 
 log = logging.getLogger(__name__)
 UNHEALTHY_AFTER_SECONDS = 120.0  # a watch failing this long makes /healthz fail
+MAX_STATUS_INTERVAL = 60.0  # progress is written at least this often while it changes
 
 
 def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
@@ -63,6 +64,10 @@ def _spec_changed(new: Manifest, old: Manifest | None) -> bool:
         n.get(f) != o.get(f)
         for f in ("generation", "labels", "annotations", "deletionTimestamp", "uid")
     )
+
+
+def _version(obj: Manifest) -> str | None:
+    return obj["metadata"].get("resourceVersion")
 
 
 def _labels(obj: Manifest) -> dict:
@@ -86,6 +91,7 @@ class Controller:
         self._event_cache: dict[Key, Manifest] = {}
         # when (monotonic) each instance's status was last written, or its first one held back
         self._status_clock: dict[Key, float] = {}
+        self._status_streak: dict[Key, int] = {}  # progress writes since the last verdict
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -242,6 +248,8 @@ class Controller:
             members.discard(identity(obj))
         else:
             members.add(identity(obj))
+            if old is not None and _version(old) == _version(obj):
+                return  # our own write, already remembered from its answer: nothing new
         if (owner := self._owner_of(obj)) is not None:
             self.queue.nudge(owner)
 
@@ -273,7 +281,9 @@ class Controller:
             for cand in plan_prune(self.observed, self.wanted, objects)
             if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand)
         ]
-        pruned = await prune(self.kube, candidates, dry_run=self.s.dry_run)
+        pruned = await prune(
+            self.kube, candidates, dry_run=self.s.dry_run, concurrency=self.s.concurrency
+        )
         for cand in pruned:
             log.info("pruned %s: %s", cand.ref, cand.reason)
             self.metrics.pruned.labels(cand.ref.kind).inc()
@@ -298,6 +308,7 @@ class Controller:
         if instance is None:
             self.wanted.pop(key, None)
             self._status_clock.pop(key, None)
+            self._status_streak.pop(key, None)
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
@@ -326,15 +337,24 @@ class Controller:
 
     def _pace_status(self, instance: Manifest, status: dict) -> float:
         """A starting pod moves on every few hundred milliseconds (created, scheduled, pulled,
-        started): a verdict (Ready, an error, a state) is written at once, progress at most once
-        per --status-interval. A start's first status ("pending") counts as progress, so that it
-        usually goes out already running: one status write per start, and a burst of starts
-        reaches its pods as fast as a plain create loop."""
+        started): a verdict (Ready, an error, a state) is written at once; progress waits
+        --status-interval after the last write, twice that after a second progress write, and
+        so on up to a minute, so a slow start (a volume bound with backoff, an image pulled)
+        costs a few writes, not one per step. A start's first status ("pending") is progress
+        too: a start that runs within the interval costs one status write, and a burst of
+        starts reaches its pods as fast as a plain create loop."""
+        key = key_of(instance)
         if not needs_write(instance, status) or urgent(instance, status):
+            self._status_streak[key] = 0
             return 0.0
         now = time.monotonic()
-        since = self._status_clock.setdefault(key_of(instance), now)
-        return max(0.0, since + self.s.status_interval_seconds - now)
+        since = self._status_clock.setdefault(key, now)
+        streak = self._status_streak.get(key, 0)
+        wait = min(MAX_STATUS_INTERVAL, self.s.status_interval_seconds * 2**streak)
+        due = max(0.0, since + wait - now)
+        if due == 0.0:
+            self._status_streak[key] = streak + 1
+        return due
 
     async def _worker(self) -> None:
         while True:

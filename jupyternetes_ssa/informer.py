@@ -104,9 +104,11 @@ class Informer:
         return scope is None or key[0] == scope
 
     async def _relist(self, scope: str | None) -> str:
-        listed = await self.kube.list(self.res, scope, **self.selectors)
+        listed = await self.kube.list(
+            self.res, scope, **self.selectors, each=lambda o: cached(o) if self.keep(o) else None
+        )
         self.relists += 1
-        fresh = {key_of(o): cached(o) for o in listed.items if self.keep(o)}
+        fresh = {key_of(o): o for o in listed.items}
         for key in [k for k in self.store if self._in_scope(k, scope) and k not in fresh]:
             self.handler("DELETED", self.store.pop(key), None)
         for key, obj in fresh.items():

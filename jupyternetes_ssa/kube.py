@@ -320,8 +320,13 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        each: Callable[[Manifest], Manifest | None] | None = None,
     ) -> ObjectList:
-        """A complete list (all pages) or an exception: never a partial result."""
+        """A complete list (all pages) or an exception: never a partial result.
+
+        `each` maps every item as its page arrives (None drops it): a cache that keeps a part
+        of each object never holds all of them whole at once (5,000 pods whole: 170 MiB).
+        """
         items: list[Manifest] = []
         params: dict[str, Any] = {"limit": page_size}
         if label_selector:
@@ -330,10 +335,11 @@ class Kube:
             params["fieldSelector"] = field_selector
         while True:
             body = await self.request("GET", res, namespace, res.url(), params=params)
-            for item in body.get("items", []):
+            for item in body.pop("items", None) or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
-                items.append(item)
+                if each is None or (item := each(item)) is not None:
+                    items.append(item)
             meta = body.get("metadata", {})
             if not meta.get("continue"):
                 return ObjectList(items, meta.get("resourceVersion", ""))

@@ -227,9 +227,10 @@ def template_scope(settings: Settings) -> tuple[str, ...]:
 async def _list_all(
     kube: Kube, res: Resource, scope: tuple[str, ...], **selectors: str
 ) -> list[Manifest]:
+    """Every object of a kind in the scope, as the caches keep them (`cached`)."""
     if not scope:
-        return (await kube.list(res, None, **selectors)).items
-    lists = await asyncio.gather(*(kube.list(res, ns, **selectors) for ns in scope))
+        return (await kube.list(res, None, **selectors, each=cached)).items
+    lists = await asyncio.gather(*(kube.list(res, ns, **selectors, each=cached) for ns in scope))
     return [item for lst in lists for item in lst.items]
 
 
@@ -269,8 +270,6 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
         _list_all(kube, TEMPLATE, template_scope(settings)),
         _list_all(kube, EVENT, scope, field_selector=POD_EVENTS),
     )
-    owned = [[cached(o) for o in objs] for objs in owned]
-    instances, events = [cached(o) for o in instances], [cached(e) for e in events]
     shard = settings.shard  # a shard keeps its own instances, objects and their pods' events
     seen = Observed(
         instances={key_of(o): o for o in instances if shard.owns_instance(o)},

@@ -10,6 +10,7 @@ recorded policy says Delete: user data is kept by default.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -170,10 +171,22 @@ async def _delete(kube: Kube, cand: PruneCandidate, dry_run: bool) -> bool:
 
 
 async def prune(
-    kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False
+    kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False, concurrency: int = 8
 ) -> list[PruneCandidate]:
-    """Delete the allowed candidates; returns those deleted (or that would be, with dry_run)."""
-    return [cand for cand in candidates if cand.allowed and await _delete(kube, cand, dry_run)]
+    """Delete the allowed candidates, `concurrency` at a time (thousands of orphans after a
+    mass deletion go as fast as a plain delete loop); returns those deleted (or that would be,
+    with dry_run). The first error is raised once every delete has been tried."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(cand: PruneCandidate) -> bool:
+        async with gate:
+            return await _delete(kube, cand, dry_run)
+
+    allowed = [cand for cand in candidates if cand.allowed]
+    done = await asyncio.gather(*(one(cand) for cand in allowed), return_exceptions=True)
+    if failed := next((r for r in done if isinstance(r, BaseException)), None):
+        raise failed
+    return [cand for cand, deleted in zip(allowed, done, strict=True) if deleted is True]
 
 
 def _of_instance(observed: Observed, namespace: str, name: str):

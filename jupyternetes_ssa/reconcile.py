@@ -351,7 +351,9 @@ async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = F
     candidates = plan_prune(observed, wanted)
     summary.kept = [c for c in candidates if not c.allowed]
     try:
-        summary.pruned = await prune(kube, candidates, dry_run=settings.dry_run)
+        summary.pruned = await prune(
+            kube, candidates, dry_run=settings.dry_run, concurrency=settings.concurrency
+        )
     except ApiError as err:
         summary.prune_error = str(err)
     if not settings.dry_run:

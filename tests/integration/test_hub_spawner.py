@@ -151,6 +151,9 @@ async def reconciler(cluster, hub_namespace: str, tmp_path_factory) -> AsyncIter
     argv = [sys.executable, "-m", "jupyternetes_ssa", "reconcile", "-n", hub_namespace]
     argv += ["--health-port", "0", "--allow-kind", "NetworkPolicy.networking.k8s.io"]
     argv += ["--key-namespace", hub_namespace]  # the spawner reads the public key there
+    # Progress every 0.2 s (default 3 s): the local node starts a pod within a second, and the
+    # progress test wants to see its steps.
+    argv += ["--status-interval", "0.2"]
     process = Process(argv, log, dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)))
     process.start()
     yield process

@@ -226,9 +226,13 @@ from jupyternetes_ssa import kube
 _request = kube.Kube.request
 
 
+def _text(content):
+    return content.decode() if isinstance(content, bytes) else content
+
+
 async def _spy(self, method, res, namespace, url, **kwargs):
     line = {"method": method, "resource": res.plural, "namespace": namespace, "url": url,
-            "params": repr(kwargs.get("params")), "content": kwargs.get("content")}
+            "params": repr(kwargs.get("params")), "content": _text(kwargs.get("content"))}
     with open(os.environ["KUBE_SPY_LOG"], "a") as out:
         out.write(json.dumps(line) + "\\n")
     return await _request(self, method, res, namespace, url, **kwargs)
