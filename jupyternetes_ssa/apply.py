@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 from copy import deepcopy
 from dataclasses import dataclass, replace
 
@@ -27,7 +26,6 @@ from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
-log = logging.getLogger(__name__)
 HELD_BACK = "held back, another item was rejected: "
 WAITING = "the change waits for the pod's next start (updateStrategy OnRestart)"
 RECREATING = "deleted to apply a template change (updateStrategy Recreate)"
@@ -243,69 +241,34 @@ def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
     return outcome
 
 
-def _refusal(err: ApiError) -> bool:
-    """The apiserver judged the object and said no (not: it exists, or try again later)."""
-    return 400 <= err.status < 500 and err.status not in (409, 429) and not _guard_tripped(err)
-
-
-async def _create(kube: Kube, plan: Plan) -> tuple[ItemOutcome, bool]:
-    """Create one object; (outcome, whether the apiserver refused it)."""
+async def _create(kube: Kube, plan: Plan) -> ItemOutcome:
     try:
         live = await kube.apply(ownership.guarded(plan.desired, None, plan.verdict))
     except ApiError as err:
-        return _rejected(plan, err), _refusal(err)
-    return ItemOutcome(plan.item, "created", live), False
-
-
-async def _undo(kube: Kube, plan: Plan, made: ItemOutcome, cause: ItemOutcome) -> ItemOutcome:
-    """Delete a pod or other object this pass created (by uid: that very one, new and unused)."""
-    meta = made.live["metadata"]
-    res = await kube.resource(made.live["apiVersion"], made.live["kind"])
-    try:
-        await kube.delete(res, meta["namespace"], meta["name"], uid=meta.get("uid"))
-    except ApiError as err:  # kept, and reported: the next pass uses it once the rest passes
-        log.warning("%s: created, then not deleted again: %s", plan.item.ref, err)
-        return ItemOutcome(plan.item, "failed", made.live, f"{HELD_BACK}{cause.message}")
-    return _held_back(plan, cause)
-
-
-def _creation_order(todo: list[Plan]) -> list[Plan]:
-    """PVCs last: they are made only once everything else was admitted, so a refused pod never
-    costs a volume (a new claim may bind an existing volume at once, and releasing it again
-    would cut the user off from it). The pod waits a moment for its claim, as with any
-    scheduler retry."""
-    return [p for p in todo if p.item.section != "pvcs"] + [
-        p for p in todo if p.item.section == "pvcs"
-    ]
+        return _rejected(plan, err)
+    return ItemOutcome(plan.item, "created", live)
 
 
 async def _create_all(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
-    """All-or-nothing for a new server at no cost to a start that succeeds: its objects are
-    created without a dry-run, PVCs last; when the apiserver refuses one, the pods and other
-    objects this pass created are deleted again (PVCs made before a refused PVC are kept: they
-    hold nothing yet and serve the next pass). A failure that is no refusal (a timeout, a name
-    taken, a guard) undoes nothing: the object may exist after all, and the next pass finds it."""
-    order = _creation_order(todo)
-    done: dict[ObjectRef, ItemOutcome] = {}
-    for index, plan in enumerate(order):
-        outcome, refused = await _create(kube, plan)
+    """A new server's objects, created in order (PVCs first) without a dry-run: a start that
+    succeeds costs its creates and nothing more. The first refusal stops the rest, and what
+    was created stays: the PVC made before a refused pod is new, empty and ours, and the next
+    start uses it. Nothing is deleted to undo a start: a claim may bind an existing volume at
+    once, and releasing it again would cut the user off from it; and no pod is ever made before
+    its claims, so it never mounts a claim of that name that is not ours."""
+    done: list[ItemOutcome] = []
+    for index, plan in enumerate(todo):
+        outcome = await _create(kube, plan)
+        done.append(outcome)
         if outcome.action == "failed":
-            if refused:
-                for made_plan in order[:index]:
-                    made = done[made_plan.item.ref]
-                    if made_plan.item.section != "pvcs":
-                        done[made_plan.item.ref] = await _undo(kube, made_plan, made, outcome)
-            done[plan.item.ref] = outcome
-            done.update({p.item.ref: _held_back(p, outcome) for p in order[index + 1 :]})
-            break
-        done[plan.item.ref] = outcome
-    return [done[p.item.ref] for p in todo]
+            return [*done, *(_held_back(p, outcome) for p in todo[index + 1 :])]
+    return done
 
 
 async def _all_or_nothing(kube: Kube, todo: list[Plan], recreate_pods: bool) -> list[ItemOutcome]:
-    """All-or-nothing: new objects are created and undone on a refusal (_create_all); changes to
-    existing ones are validated by a dry-run, all but the first, which is applied for real: if
-    the apiserver rejects it nothing has been written yet."""
+    """New objects are created in order (_create_all); changes to existing ones are all or
+    nothing: validated by a dry-run, all but the first, which is applied for real: if the
+    apiserver rejects it nothing has been written yet."""
     if all(p.live is None and p.verdict == "create" for p in todo):
         return await _create_all(kube, todo)
     checks = await _validate(kube, todo[1:])

@@ -149,7 +149,7 @@ def conflict_message(ref: str, holder: str, item: str, adoptable: bool) -> str:
         )
     return (
         f"{ref} already exists and belongs to {holder}; the reconciler never takes over an "
-        f"object it did not create for this instance, so nothing of this instance was applied. "
+        f"object it did not create for this instance, so this instance's other items wait. "
         f"To fix: {'; '.join(fixes)}"
     )
 
