@@ -241,14 +241,6 @@ def _as_planned(plan: Plan, outcome: ItemOutcome) -> ItemOutcome:
     return outcome
 
 
-async def _create(kube: Kube, plan: Plan) -> ItemOutcome:
-    try:
-        live = await kube.apply(ownership.guarded(plan.desired, None, plan.verdict))
-    except ApiError as err:
-        return _rejected(plan, err)
-    return ItemOutcome(plan.item, "created", live)
-
-
 async def _create_all(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
     """A new server's objects, created in order (PVCs first) without a dry-run: a start that
     succeeds costs its creates and nothing more. The first refusal stops the rest, and what
@@ -258,7 +250,7 @@ async def _create_all(kube: Kube, todo: list[Plan]) -> list[ItemOutcome]:
     its claims, so it never mounts a claim of that name that is not ours."""
     done: list[ItemOutcome] = []
     for index, plan in enumerate(todo):
-        outcome = await _create(kube, plan)
+        outcome = await _try(kube, plan, dry_run=False)
         done.append(outcome)
         if outcome.action == "failed":
             return [*done, *(_held_back(p, outcome) for p in todo[index + 1 :])]
