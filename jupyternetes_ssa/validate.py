@@ -106,16 +106,25 @@ def template_subject(template: Manifest, origin: str = "") -> str:
     return f"{origin}: {subject}" if origin else subject
 
 
+def _opening(obj: Manifest, subject: str, kind: str, holds: str) -> tuple[Problems, Mapping | None]:
+    """What a template and an instance share: a sane depth, the header, a spec map (None:
+    there is no spec to look into)."""
+    problems = Problems(subject)
+    if not depth_ok(obj):
+        problems.add("", f"nested deeper than {MAX_DEPTH} levels", "flatten it")
+        return problems, None
+    _check_header(problems, obj, kind, namespaced=kind == INSTANCE_KIND)
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        problems.add("spec", f"must be a map with {holds}, not {describe(spec)}")
+        return problems, None
+    return problems, spec
+
+
 def check_template(template: Manifest, subject: str) -> list[RenderError]:
     """The template's own shape: everything the reconciler relies on, every typo."""
-    problems = Problems(subject)
-    if not depth_ok(template):
-        problems.add("", f"nested deeper than {MAX_DEPTH} levels", "flatten it")
-        return problems
-    _check_header(problems, template, TEMPLATE_KIND, namespaced=False)
-    spec = template.get("spec")
-    if not isinstance(spec, Mapping):
-        problems.add("spec", f"must be a map with pods and pvcs, not {describe(spec)}")
+    problems, spec = _opening(template, subject, TEMPLATE_KIND, "pods and pvcs")
+    if spec is None:
         return problems
     _unknown_fields(problems, spec, "spec", (*TEMPLATE_SPEC_FIELDS, "condition"))
     if spec.get("condition"):
@@ -412,14 +421,8 @@ def instance_subject(instance: Manifest, origin: str = "") -> str:
 
 def check_instance(instance: Manifest, subject: str) -> list[RenderError]:
     """spec.template, spec.variables (strings), purge, sealedApiToken: what render relies on."""
-    problems = Problems(subject)
-    if not depth_ok(instance):
-        problems.add("", f"nested deeper than {MAX_DEPTH} levels", "flatten it")
-        return problems
-    _check_header(problems, instance, INSTANCE_KIND, namespaced=True)
-    spec = instance.get("spec")
-    if not isinstance(spec, Mapping):
-        problems.add("spec", f"must be a map with template and variables, not {describe(spec)}")
+    problems, spec = _opening(instance, subject, INSTANCE_KIND, "template and variables")
+    if spec is None:
         return problems
     _unknown_fields(problems, spec, "spec", INSTANCE_SPEC_FIELDS)
     ref = spec.get("template")
