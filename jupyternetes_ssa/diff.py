@@ -96,18 +96,36 @@ def _join(path: str, key: str | int) -> str:
 
 def drift(desired: Any, live: Any, path: str = "") -> list[str]:
     """Paths of the leaves of `desired` that `live` lacks or holds with another value."""
+    return [] if holds(desired, live) else _drift(desired, live, path)
+
+
+def holds(desired: Any, live: Any) -> bool:
+    """`live` holds every leaf of `desired` exactly: the common case, checked without paths."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(holds(v, live.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) >= len(desired)
+            and all(holds(v, have) for v, have in zip(desired, live, strict=False))
+        )
+    return desired == live
+
+
+def _drift(desired: Any, live: Any, path: str) -> list[str]:
+    """drift, walked with paths and the apiserver's rewrites allowed for."""
     if isinstance(desired, dict):
         if desired == {} and live is None:
             return []
         if not isinstance(live, dict):
             return [path or "."]
-        return [p for k, v in desired.items() for p in drift(v, live.get(k), _join(path, k))]
+        return [p for k, v in desired.items() for p in _drift(v, live.get(k), _join(path, k))]
     if isinstance(desired, list):
         if desired == [] and live is None:
             return []
         if not isinstance(live, list) or len(live) < len(desired):
             return [path]
-        return [p for i, v in enumerate(desired) for p in drift(v, live[i], _join(path, i))]
+        return [p for i, v in enumerate(desired) for p in _drift(v, live[i], _join(path, i))]
     return [] if _same_leaf(path, desired, live) else [path]
 
 

@@ -9,7 +9,6 @@ what we would apply now says which fields a template change touches, removals in
 
 from __future__ import annotations
 
-import json
 from copy import deepcopy
 from typing import Any
 
@@ -55,6 +54,8 @@ def applied_by(live: Manifest, manager: str) -> Manifest:
 
 def _pick(value: Any, fields: dict[str, Any]) -> Any:
     """The part of `value` that the field set names; an empty set owns the whole value."""
+    if not isinstance(value, dict | list):
+        return value  # immutable: nothing to copy
     if not fields:
         return deepcopy(value)
     if isinstance(value, dict):
@@ -63,24 +64,40 @@ def _pick(value: Any, fields: dict[str, Any]) -> Any:
             for key, sub in fields.items()
             if key.startswith("f:") and key[2:] in value
         }
-    if isinstance(value, list):
-        return [
-            _pick(item, sub)
-            for index, item in enumerate(value)
-            for key, sub in fields.items()
-            if _names(key, index, item)
-        ]
-    return deepcopy(value)
+    return _pick_items(value, fields)
 
 
-def _names(key: str, index: int, item: Any) -> bool:
-    """Does a list element key (`k:` merge keys, `v:` a value, `i:` an index) name `item`?"""
-    kind, _, raw = key.partition(":")
-    if kind == "k":
-        keys = json.loads(raw)
-        return isinstance(item, dict) and all(item.get(k) == v for k, v in keys.items())
-    if kind == "v":
-        return item == json.loads(raw)
-    if kind == "i":
-        return index == int(raw)
-    return False
+def _pick_items(items: list[Any], fields: dict[str, Any]) -> list[Any]:
+    """The list elements the field set names, in list order. Each key is parsed once, and
+    merge keys (`k:`) are looked up by the element's values: a pod's lists hold dozens of
+    elements and keys, and matching every pair cost most of a pass's CPU."""
+    by_merge: dict[tuple[str, ...], dict[tuple[Any, ...], list[Any]]] = {}
+    by_index: dict[int, list[Any]] = {}
+    by_value: list[tuple[Any, Any]] = []
+    for key, sub in fields.items():
+        kind, _, raw = key.partition(":")
+        if kind == "k":
+            wanted = orjson.loads(raw)
+            names = tuple(sorted(wanted))
+            found = by_merge.setdefault(names, {})
+            found.setdefault(_hashable(tuple(wanted[n] for n in names)), []).append(sub)
+        elif kind == "v":
+            by_value.append((orjson.loads(raw), sub))
+        elif kind == "i":
+            by_index.setdefault(int(raw), []).append(sub)
+    picked = []
+    for index, item in enumerate(items):
+        subs = list(by_index.get(index, ()))
+        if isinstance(item, dict):
+            for names, found in by_merge.items():
+                subs += found.get(_hashable(tuple(item.get(n) for n in names)), ())
+        subs += [sub for value, sub in by_value if item == value]
+        picked += [_pick(item, sub) for sub in subs]
+    return picked
+
+
+def _hashable(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Merge-key values as a dict key (they are scalars; anything else compares as its JSON)."""
+    return tuple(
+        v if isinstance(v, str | int | float | bool | None) else orjson.dumps(v) for v in values
+    )

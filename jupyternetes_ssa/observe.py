@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
+from jupyternetes_ssa.diff import holds
 from jupyternetes_ssa.errors import BadSettings
 from jupyternetes_ssa.kube import (
     EVENT,
@@ -44,9 +45,10 @@ EVENT_FIELDS = ("type", "reason", "message", "involvedObject", "lastTimestamp", 
 EVENT_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
 
 
-def cached(obj: Manifest) -> Manifest:
+def cached(obj: Manifest, applied: Manifest | None = None) -> Manifest:
     """An object as the caches keep it: at 5,000 servers memory is the limit, so an Event keeps
-    what status.py reads (a tenth of it), everything else its managedFields packed."""
+    what status.py reads (a tenth of it), everything else its managedFields packed.
+    `applied`: the whole object we just created, whose fields are then ours (see _ours_only)."""
     if obj.get("kind") == EVENT.kind and obj.get("apiVersion") == EVENT.api_version:
         meta = obj["metadata"]
         return {
@@ -57,10 +59,10 @@ def cached(obj: Manifest) -> Manifest:
         }
     if obj.get("kind") == POD.kind and obj.get("apiVersion") == POD.api_version:
         obj["status"] = _pod_status(obj.get("status") or {})
-    return _ours_only(packed(obj))
+    return _ours_only(packed(obj), applied)
 
 
-def _ours_only(obj: Manifest) -> Manifest:
+def _ours_only(obj: Manifest, applied: Manifest | None = None) -> Manifest:
     """One of our objects keeps, beside its metadata and status, only the fields we applied:
     drift, updateStrategy and the dry-run comparisons read nothing else (diff.py, strategy.py),
     and the server's defaults (a pod's tolerations, its token volume, ...) are a third of it.
@@ -68,7 +70,11 @@ def _ours_only(obj: Manifest) -> Manifest:
     labels_ = obj.get("metadata", {}).get("labels") or {}
     if labels_.get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
         return obj
-    body = {k: v for k, v in applied_by(obj, FIELD_MANAGER).items() if k not in TOP_LEVEL}
+    body = _body(applied) if applied and holds(_body(applied), obj) else {}
+    # What we just created and the server kept as sent is ours as sent (the rendered body,
+    # shared: neither is changed afterwards); picking it out of managedFields cost as much as
+    # the create's request.
+    body = body or _body(applied_by(obj, FIELD_MANAGER))
     if not body:
         return obj
     kept = {k: obj[k] for k in TOP_LEVEL if k in obj}
@@ -76,6 +82,10 @@ def _ours_only(obj: Manifest) -> Manifest:
 
 
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "status")
+
+
+def _body(obj: Manifest) -> Manifest:
+    return {k: v for k, v in obj.items() if k not in TOP_LEVEL}
 
 
 def _pod_status(status: Manifest) -> Manifest:
@@ -149,7 +159,7 @@ class Observed:
             return self.sealing.secrets
         return store
 
-    def remember(self, obj: Manifest) -> None:
+    def remember(self, obj: Manifest, applied: Manifest | None = None) -> None:
         """Keep an object we just wrote, unless the cache already holds a newer version.
 
         Saves a redundant apply or status write when the next reconcile of the same instance
@@ -161,7 +171,7 @@ class Observed:
         key = key_of(obj)
         held = store.get(key)
         if held is None or _newer(obj, held):
-            store[key] = cached(obj)
+            store[key] = cached(obj, applied)
 
     def forget(self, obj: Manifest) -> None:
         store = self._cache_for(obj)

@@ -187,7 +187,7 @@ async def _converge(
     for outcome in result.outcomes:
         live = outcome.live
         if outcome.action in ("created", "configured", "waiting") and not settings.dry_run and live:
-            observed.remember(live)
+            observed.remember(live, outcome.item.manifest if outcome.action == "created" else None)
     failed = sorted(
         (o for o in result.outcomes if o.action == "failed"),
         key=lambda o: o.message.startswith(HELD_BACK),

@@ -137,13 +137,47 @@ def child_path(path: str, key: object) -> str:
 
 
 def render_tree(node: Any, variables: Mapping[str, str], path: str) -> Any:
-    """Expand placeholders in every string value and map key; other scalars pass through."""
+    """Expand placeholders in every string value and map key; other scalars pass through.
+
+    The walk first runs without building field paths (most of a render's cost when it did);
+    only a tree that fails is walked again with paths, so that the error names the field."""
+    try:
+        return _render_fast(node, variables)
+    except RenderError:
+        return _render_traced(node, variables, path)
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _render_fast(node: Any, variables: Mapping[str, str]) -> Any:
+    """render_tree without paths; raises a pathless RenderError that the caller redoes."""
+    if isinstance(node, str):
+        return expand(node, variables) if "{" in node or "}" in node else node
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if isinstance(key, str) and ("{" in key or "}" in key):
+                key = expand(key, variables)
+                if key in out:
+                    raise RenderError("keys collide")  # the traced walk says which
+            out[key] = _render_fast(value, variables)
+        if len(out) != len(node):
+            raise RenderError("keys collide")
+        return out
+    if isinstance(node, list):
+        return [_render_fast(v, variables) for v in node]
+    return node if isinstance(node, _SCALARS) else copy.deepcopy(node)
+
+
+def _render_traced(node: Any, variables: Mapping[str, str], path: str) -> Any:
+    """The walk that knows each node's field path, for the error message."""
     if isinstance(node, str):
         return expand(node, variables, path)
     if isinstance(node, Mapping):
         return _render_map(node, variables, path)
     if isinstance(node, list):
-        return [render_tree(v, variables, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [_render_traced(v, variables, f"{path}[{i}]") for i, v in enumerate(node)]
     return copy.deepcopy(node)
 
 
@@ -159,7 +193,7 @@ def _render_map(node: Mapping[Any, Any], variables: Mapping[str, str], path: str
             message = f"keys {_q(source[new_key])} and {_q(key)} both render to"
             raise _error(f"{message} {_q(new_key)}", path, "make the keys differ")
         source[new_key] = key
-        out[new_key] = render_tree(value, variables, child_path(path, key))
+        out[new_key] = _render_traced(value, variables, child_path(path, key))
     return out
 
 
