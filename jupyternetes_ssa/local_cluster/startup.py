@@ -216,6 +216,11 @@ def _kcm_argv(cluster: LocalCluster, pki: Pki, port: int) -> list[str]:
         f"--root-ca-file={pki.ca.cert}",
         f"--cluster-signing-cert-file={pki.ca.cert}",
         f"--cluster-signing-key-file={pki.ca.key}",
+        # Its client's default, 20 requests a second, paced a burst of starts: one provisioned
+        # claim costs the volume binder about four writes, so 100 servers started within a few
+        # seconds waited up to 20 s for their volumes (BENCHMARKS.md, "new servers").
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
     ]
 
 
