@@ -171,16 +171,24 @@ class _Http:
     def __init__(self, api: kr8s.asyncio.Api):
         self.api = api
         self.session: aiohttp.ClientSession | None = None
+        self._opening = asyncio.Lock()
 
     async def _open(self) -> aiohttp.ClientSession:
+        """One session, however many requests arrive before it exists (each would open its own
+        across the await for the TLS context, and leak all but the last)."""
+        async with self._opening:
+            if self.session is None or self.session.closed:
+                self.session = await self._new_session()
+            return self.session
+
+    async def _new_session(self) -> aiohttp.ClientSession:
         auth = self.api.auth
-        self.session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             auth.server,
             headers={"User-Agent": f"jupyternetes-ssa kr8s/{self.api.__version__}"},
             connector=aiohttp.TCPConnector(ssl=await auth.ssl_context()),
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
-        return self.session
 
     async def send(
         self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict

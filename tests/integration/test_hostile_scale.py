@@ -252,19 +252,40 @@ def _open_sessions() -> list:
 
 
 async def test_concurrent_first_requests_open_one_session(cluster, namespace):
-    """kube.py _Http opens its aiohttp session lazily, and `_open` awaits (the SSL context)
-    before it stores the session: the concurrent first requests of a client (a reconciler
-    starts with `--concurrency` workers; a 401 closes the session under every request in
-    flight) each open a session of their own, and all but the last are dropped unclosed, with
-    their connections ("Unclosed client session" errors in the log). After close() nothing of
-    the client may stay open."""
-    before = {id(s) for s in _open_sessions()}
-    kube = await Kube.connect(kubeconfig=str(cluster.kubeconfig))
-    path = f"/api/v1/namespaces/{namespace}/configmaps"
-    await asyncio.gather(*(kube.call("GET", path) for _ in range(8)))
-    await kube.close()
-    left = [s for s in _open_sessions() if id(s) not in before]
-    assert left == [], f"{len(left)} aiohttp sessions left open by one closed client"
+    """kube.py _Http opens its aiohttp session lazily, and opening awaits (the SSL context):
+    the concurrent first requests of a client (a reconciler's workers, a hub's spawns) each
+    opened a session of their own, and all but the last were dropped unclosed ("Unclosed
+    client session" from aiohttp when collected). After close() nothing of the client may
+    stay open, and nothing may have been dropped open."""
+    loop = asyncio.get_running_loop()
+    dropped: list[str] = []
+    default = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: dropped.append(ctx.get("message", "")))
+    try:
+        before = {id(s) for s in _open_sessions()}
+        for _ in range(2):  # plain GETs, then applies (which start with discovery)
+            kube = await Kube.connect(kubeconfig=str(cluster.kubeconfig))
+            maps = [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"m{i}"}}
+                for i in range(8)
+            ]
+            path = f"/api/v1/namespaces/{namespace}/configmaps"
+            await asyncio.gather(*(kube.call("GET", path) for _ in range(8)))
+            await asyncio.gather(
+                *(
+                    kube.apply(
+                        {**m, "metadata": {**m["metadata"], "namespace": namespace}},
+                        field_manager=TEST_MANAGER,
+                    )
+                    for m in maps
+                )
+            )
+            await kube.close()
+        left = [s for s in _open_sessions() if id(s) not in before]
+    finally:
+        loop.set_exception_handler(default)
+    assert left == [], f"{len(left)} aiohttp sessions left open by a closed client"
+    assert [m for m in dropped if "Unclosed" in m] == [], dropped
 
 
 async def test_requests_in_flight_survive_a_token_refresh(cluster, namespace, sa_kubeconfig):
