@@ -132,8 +132,12 @@ class Informer:
                 continue
             obj.setdefault("apiVersion", self.res.api_version)
             obj.setdefault("kind", self.res.kind)
-            obj = cached(obj)
             key = key_of(obj)
+            held = self.store.get(key)
+            if kind != "DELETED" and held and held["metadata"].get("resourceVersion") == rv:
+                obj = held  # our own write, remembered from its answer: cached already
+            else:
+                obj = cached(obj)
             if kind != "DELETED" and not self.keep(obj):
                 if key not in self.store:
                     continue
