@@ -40,16 +40,42 @@ def packed(obj: Manifest) -> Manifest:
     return obj
 
 
+FOLDED = "jupyternetes-ssa/folded"  # a packed entry's top-level fields kept whole in the object
+
+
 def applied_by(live: Manifest, manager: str) -> Manifest:
     """The fields `manager` set with its last apply (not via a subresource), live values."""
+    entry = _apply_entry(live, manager)
+    if entry is None:
+        return {}
+    picked = _pick(live, fields_of(entry))
+    for key in entry.get(FOLDED, ()):
+        if key in live:
+            picked[key] = deepcopy(live[key])
+    return picked
+
+
+def fold(obj: Manifest, manager: str, keys: list[str]) -> Manifest:
+    """The object (in place) with `manager`'s field set cut to what is outside `keys`: the cache
+    keeps of these top-level fields exactly what the manager applied, so the set would only
+    repeat them (it was a third of a cached pod). applied_by reads them back whole."""
+    entry = _apply_entry(obj, manager)
+    if entry is not None and keys:
+        fields = {k: v for k, v in fields_of(entry).items() if k[2:] not in keys}
+        entry["fieldsV1"] = orjson.dumps(fields).decode()
+        entry[FOLDED] = sorted(set(keys) | set(entry.get(FOLDED, ())))
+    return obj
+
+
+def _apply_entry(live: Manifest, manager: str) -> dict[str, Any] | None:
     for entry in live.get("metadata", {}).get("managedFields") or []:
         if (
             entry.get("manager") == manager
             and entry.get("operation") == "Apply"
             and not entry.get("subresource")
         ):
-            return _pick(live, fields_of(entry))
-    return {}
+            return entry
+    return None
 
 
 def _pick(value: Any, fields: dict[str, Any]) -> Any:

@@ -364,6 +364,16 @@ def test_idle_target_wants_pages_not_objects() -> None:
     assert targets.idle_pass(_idle(unpaged), 5000).ok is False
 
 
+def test_converge_target_counts_writes_per_server_and_refuses_reads_per_object() -> None:
+    def judged(total: int, writes: int, gets: dict) -> bool | None:
+        step = {"requests": {"total": total, "writes": writes, "by_verb": {"get": gets}}}
+        return targets.converge_requests({"ours": {"converge": step}}, 1000).ok
+
+    assert judged(3009, 3000, {"other": 2}) is True  # 3 writes each, 9 reads for the pass
+    assert judged(3009, 3001, {}) is False  # one write too many
+    assert judged(4000, 3000, {"pods": 1000}) is False  # a read per server is a cost per server
+
+
 def test_targets_table_judges_at_the_largest_size_run_and_says_so() -> None:
     sizes = {
         "100": {
@@ -379,7 +389,7 @@ def test_targets_table_judges_at_the_largest_size_run_and_says_so() -> None:
         for line in targets.targets_table(sizes).splitlines()[2:]
     }
     assert rows["converge from empty: requests per server"][2:] == [
-        "2.50 per server",
+        "2.00 writes per server (2.500 with the pass's 50 reads: lists, and 0 GETs of objects)",
         "<= 3",
         "PASS (at N = 100, not 1,000)",
     ]
