@@ -342,15 +342,11 @@ class Controller:
         so on up to a minute, so a slow start (a volume bound with backoff, an image pulled)
         costs a few writes, not one per step. A start's first status ("pending") is progress
         too: a start that runs within the interval costs one status write, and a burst of
-        starts reaches its pods as fast as a plain create loop. While more instances wait in
-        the queue than there are workers (a burst of starts), progress waits: the apiserver's
-        time goes to the waiting starts first."""
+        starts reaches its pods as fast as a plain create loop."""
         key = key_of(instance)
         if not needs_write(instance, status) or urgent(instance, status):
             self._status_streak[key] = 0
             return 0.0
-        if len(self.queue) > self.s.concurrency:
-            return self.s.status_interval_seconds
         now = time.monotonic()
         since = self._status_clock.setdefault(key, now)
         streak = self._status_streak.get(key, 0)
