@@ -9,7 +9,9 @@ what we would apply now says which fields a template change touches, removals in
 
 from __future__ import annotations
 
+import sys
 from copy import deepcopy
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -33,7 +35,7 @@ def packed(obj: Manifest) -> Manifest:
     entries = meta.get("managedFields")
     if entries:
         meta["managedFields"] = [
-            {**e, "fieldsV1": orjson.dumps(fields_of(e)).decode()}
+            e if isinstance(e.get("fieldsV1"), str) else {**e, "fieldsV1": _text(fields_of(e))}
             for e in entries
             if not e.get("subresource")
         ]
@@ -62,9 +64,13 @@ def fold(obj: Manifest, manager: str, keys: list[str]) -> Manifest:
     entry = _apply_entry(obj, manager)
     if entry is not None and keys:
         fields = {k: v for k, v in fields_of(entry).items() if k[2:] not in keys}
-        entry["fieldsV1"] = orjson.dumps(fields).decode()
+        entry["fieldsV1"] = _text(fields)
         entry[FOLDED] = sorted(set(keys) | set(entry.get(FOLDED, ())))
     return obj
+
+
+def _text(fields: dict[str, Any]) -> str:
+    return orjson.dumps(fields).decode()
 
 
 def _apply_entry(live: Manifest, manager: str) -> dict[str, Any] | None:
@@ -78,12 +84,26 @@ def _apply_entry(live: Manifest, manager: str) -> dict[str, Any] | None:
     return None
 
 
+def shared_copy(node: Any) -> Any:
+    """A deep copy of JSON data whose strings are shared with every equal string so copied:
+    5,000 servers repeat the same images, URLs, names and states, and a third of the caches'
+    memory was such copies (BENCHMARKS.md, "Profile")."""
+    if isinstance(node, str):
+        return sys.intern(node)
+    if isinstance(node, dict):
+        return {k: shared_copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [shared_copy(v) for v in node]
+    return node
+
+
 def _pick(value: Any, fields: dict[str, Any]) -> Any:
-    """The part of `value` that the field set names; an empty set owns the whole value."""
+    """The part of `value` that the field set names (a shared_copy); an empty set owns the
+    whole value."""
     if not isinstance(value, dict | list):
-        return value  # immutable: nothing to copy
+        return sys.intern(value) if isinstance(value, str) else value
     if not fields:
-        return deepcopy(value)
+        return shared_copy(value)
     if isinstance(value, dict):
         return {
             key[2:]: _pick(value[key[2:]], sub)
@@ -101,16 +121,14 @@ def _pick_items(items: list[Any], fields: dict[str, Any]) -> list[Any]:
     by_index: dict[int, list[Any]] = {}
     by_value: list[tuple[Any, Any]] = []
     for key, sub in fields.items():
-        kind, _, raw = key.partition(":")
+        kind, parsed = _item_key(key)
         if kind == "k":
-            wanted = orjson.loads(raw)
-            names = tuple(sorted(wanted))
-            found = by_merge.setdefault(names, {})
-            found.setdefault(_hashable(tuple(wanted[n] for n in names)), []).append(sub)
+            names, values = parsed
+            by_merge.setdefault(names, {}).setdefault(values, []).append(sub)
         elif kind == "v":
-            by_value.append((orjson.loads(raw), sub))
+            by_value.append((orjson.loads(parsed), sub))
         elif kind == "i":
-            by_index.setdefault(int(raw), []).append(sub)
+            by_index.setdefault(parsed, []).append(sub)
     picked = []
     for index, item in enumerate(items):
         subs = list(by_index.get(index, ()))
@@ -120,6 +138,20 @@ def _pick_items(items: list[Any], fields: dict[str, Any]) -> list[Any]:
         subs += [sub for value, sub in by_value if item == value]
         picked += [_pick(item, sub) for sub in subs]
     return picked
+
+
+@lru_cache(maxsize=4096)
+def _item_key(key: str) -> tuple[str, Any]:
+    """A list element key, parsed once for all objects (5,000 pods repeat the same keys):
+    `k:` -> (merge key names, their values), `v:` -> the value's JSON, `i:` -> the index."""
+    kind, _, raw = key.partition(":")
+    if kind == "k":
+        wanted = orjson.loads(raw)
+        names = tuple(sorted(wanted))
+        return kind, (names, _hashable(tuple(wanted[n] for n in names)))
+    if kind == "i":
+        return kind, int(raw)
+    return kind, raw
 
 
 def _hashable(values: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.diff import holds
@@ -29,7 +27,7 @@ from jupyternetes_ssa.kube import (
     UnknownKind,
     kind_key,
 )
-from jupyternetes_ssa.managed import applied_by, fold, packed
+from jupyternetes_ssa.managed import applied_by, fold, packed, shared_copy
 from jupyternetes_ssa.ownership import Owner
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import uses_selector
@@ -63,21 +61,8 @@ def cached(obj: Manifest, applied: Manifest | None = None) -> Manifest:
         obj["status"] = _pod_status(obj.get("status") or {})
     if obj.get("kind") == INSTANCE.kind and obj.get("apiVersion") == INSTANCE.api_version:
         obj.get("metadata", {}).pop("managedFields", None)  # nothing reads who wrote an instance
-        return _interned(obj)
-    return _interned(_ours_only(packed(obj), applied))
-
-
-def _interned(node: Any) -> Any:
-    """A copy whose strings are shared with every other cached object's equal strings: 5,000
-    servers repeat the same images, URLs, names and states, and a third of the caches' memory
-    was such copies (BENCHMARKS.md, "Profile")."""
-    if isinstance(node, str):
-        return sys.intern(node)
-    if isinstance(node, dict):
-        return {k: _interned(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_interned(v) for v in node]
-    return node
+        return shared_copy(obj)
+    return _ours_only(obj, applied)
 
 
 def _ours_only(obj: Manifest, applied: Manifest | None = None) -> Manifest:
@@ -87,16 +72,16 @@ def _ours_only(obj: Manifest, applied: Manifest | None = None) -> Manifest:
     Kept whole when our apply set no more than metadata (an adopted pod waiting for a restart)."""
     labels_ = obj.get("metadata", {}).get("labels") or {}
     if labels_.get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
-        return obj
+        return shared_copy(packed(obj))
     body = _body(applied) if applied and holds(_body(applied), obj) else {}
     # What we just created and the server kept as sent is ours as sent (the rendered body,
-    # shared: neither is changed afterwards); picking it out of managedFields cost as much as
-    # the create's request.
+    # shared: neither is changed afterwards; its fixed strings are the template's own);
+    # picking it out of managedFields cost as much as the create's request.
     body = body or _body(applied_by(obj, FIELD_MANAGER))
     if not body:
-        return obj
-    kept = {k: obj[k] for k in TOP_LEVEL if k in obj}
-    return fold({**kept, **body}, FIELD_MANAGER, list(body))
+        return shared_copy(packed(obj))
+    packed(fold(obj, FIELD_MANAGER, list(body)))
+    return shared_copy({k: obj[k] for k in TOP_LEVEL if k in obj}) | body
 
 
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "status")
