@@ -134,8 +134,8 @@ class Informer:
             obj.setdefault("kind", self.res.kind)
             key = key_of(obj)
             held = self.store.get(key)
-            if kind != "DELETED" and held and held["metadata"].get("resourceVersion") == rv:
-                obj = held  # our own write, remembered from its answer: cached already
+            if held and (kind == "DELETED" or held["metadata"].get("resourceVersion") == rv):
+                obj = held  # gone (nothing reads its body), or our own write: cached already
             else:
                 obj = cached(obj)
             if kind != "DELETED" and not self.keep(obj):
