@@ -428,6 +428,7 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
         "setup_s": setup_s,
         "ready_s": ready_s,
         "pods_gone_s": gone_s,
+        "gone_after_ready_s": gone_s - ready_s,
         "pruned_by_reconciler": int(pruned),
         "requests": requests.to_json(),
         "all_clients": context,

@@ -201,6 +201,10 @@ def _rows() -> list[Row]:
             "reconciler start → orphans gone",
             lambda r: fmt_seconds(dig(r, ours, "orphan_gc", "pods_gone_s")),
         ),
+        (
+            "/readyz → orphans gone",
+            lambda r: fmt_seconds(dig(r, ours, "orphan_gc", "gone_after_ready_s")),
+        ),
         ("reconciler requests", lambda r: fmt_requests(dig(r, ours, "orphan_gc", "requests"))),
         (
             "pods deleted by the reconciler / wasted deletes",
@@ -213,9 +217,12 @@ def _rows() -> list[Row]:
         ("delete loop, same pods: wall", wall(loop, "delete")),
         ("delete loop: requests", reqs(loop, "delete")),
         (
-            "wall ours ÷ delete loop",
+            "wall ours (from /readyz) ÷ delete loop",
             lambda r: fmt_ratio(
-                ratio(dig(r, ours, "orphan_gc", "pods_gone_s"), dig(r, loop, "delete", "wall_s"))
+                ratio(
+                    dig(r, ours, "orphan_gc", "gone_after_ready_s"),
+                    dig(r, loop, "delete", "wall_s"),
+                )
             ),
         ),
         ("**Two shards** (`--shard 0/2`, `--shard 1/2`, together)", lambda r: ""),

@@ -410,3 +410,23 @@ def test_shards_are_judged_above_a_process_fixed_cost() -> None:
     assert "0.50x above fixed" in verdict.measured.replace("\u00d7", "x")
     each[1]["rss_kib"] = 200 * 1024  # 0.7 of what the single one holds above the fixed cost
     assert targets.shards(result, 5000).ok is False
+
+
+def test_orphan_gc_is_timed_from_readiness_and_wants_no_wasted_delete() -> None:
+    def judged(after_ready: float, wasted_deletes: int | None) -> bool | None:
+        result = {
+            "ours": {
+                "orphan_gc": {
+                    "pods_gone_s": after_ready + 5.0,  # start-up is its own target
+                    "gone_after_ready_s": after_ready,
+                    "wasted_deletes": wasted_deletes,
+                }
+            },
+            "create_loop": {"delete": {"wall_s": 10.0}},
+        }
+        return targets.orphan_gc(result, 5000).ok
+
+    assert judged(11.0, 0) is True
+    assert judged(13.0, 0) is False  # 1.3x the delete loop
+    assert judged(11.0, 3) is False  # a delete of something already gone
+    assert judged(11.0, None) is None  # no audit log: not judged as a pass
