@@ -47,7 +47,8 @@ SHORT = {
 }
 DISPATCHED = "apiserver_flowcontrol_dispatched_requests_total"
 REQUESTS = "apiserver_request_total"
-METRICS = (DISPATCHED, REQUESTS)
+CPU = "process_cpu_seconds_total"  # the apiserver's own CPU time
+METRICS = (DISPATCHED, REQUESTS, CPU)
 
 
 def schema_name(verb: str, resource: str) -> str:
@@ -171,11 +172,19 @@ class Snapshot:
 
     dispatched: promtext.Samples
     requests: promtext.Samples
+    cpu_s: float | None = None  # the apiserver process's CPU seconds, when it reports them
 
     @classmethod
     def parse(cls, text: str) -> Snapshot:
         found = promtext.samples(text, METRICS)
-        return cls(found[DISPATCHED], found[REQUESTS])
+        return cls(found[DISPATCHED], found[REQUESTS], next(iter(found[CPU].values()), None))
+
+
+def apiserver_cpu(before: Snapshot, after: Snapshot) -> float | None:
+    """The apiserver's CPU seconds between two snapshots (all clients' work)."""
+    if before.cpu_s is None or after.cpu_s is None:
+        return None
+    return round(after.cpu_s - before.cpu_s, 3)
 
 
 def subject_requests(before: Snapshot, after: Snapshot) -> Requests:

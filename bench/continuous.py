@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from bench import promtext, stats, workload
+from bench.attribution import apiserver_cpu
 from bench.audit import wasted
 from bench.phases import Env, hub_apply, window
 from bench.procs import Background, child_env
@@ -304,6 +305,7 @@ async def _burst(
         interval=0.02,
         message="the pods of the burst",
     )
+    at_pods = await env.scraper.snapshot()
     await wait_for(
         lambda: seen.with_status(names) == len(names),
         timeout=env.deadline(len(names)),
@@ -324,6 +326,7 @@ async def _burst(
         "hub_create_s": created_s,
         "to_all_pods_s": last_pod,
         "to_all_statuses_s": time.monotonic() - started,
+        "apiserver_cpu_to_pods_s": apiserver_cpu(before, at_pods),
         "cpu_s": rec.proc.cpu_s() - cpu_before,
         "requests": requests.to_json(),
         "all_clients": context,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
-from bench.attribution import Requests, Snapshot, all_clients, subject_requests
+from bench.attribution import Requests, Snapshot, all_clients, apiserver_cpu, subject_requests
 from bench.audit import AuditLog, wasted
 from bench.cluster import Scraper, begin_namespace_deletion, fresh_namespace
 from bench.procs import ProcessRun, child_env, run_measured
@@ -129,6 +129,7 @@ async def measured_process(env: Env, argv: list[str], name: str, timeout: float)
         raise RuntimeError(f"{name} {why} after {run.wall_s:.1f}s:\n{run.tail()}")
     requests, context = window(before, after)
     step = Step(run.wall_s, requests, run.cpu_s, run.max_rss_kib, context)
+    step.extra["apiserver_cpu_s"] = apiserver_cpu(before, after)
     log.info(
         "%s: %.2fs (%.2fs CPU), %d requests (%d writes), peak RSS %d MiB",
         name,

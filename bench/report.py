@@ -178,6 +178,13 @@ def _rows() -> list[Row]:
             ),
         ),
         ("peak RSS after the burst", lambda r: fmt_mib(dig(r, *cont, "burst", "hwm_kib"))),
+        (
+            "apiserver CPU: hub + ours, until every pod exists / create loop",
+            lambda r: _pair_seconds(
+                dig(r, *cont, "burst", "apiserver_cpu_to_pods_s"),
+                dig(r, loop, "burst", "apiserver_cpu_s"),
+            ),
+        ),
         ("**Instances deleted** (the burst's; Kubernetes' GC)", lambda r: ""),
         (
             "delete → their pods gone",
@@ -241,6 +248,10 @@ def _rows() -> list[Row]:
 
 def _pair(a: Any, b: Any) -> str:
     return _pair_text(fmt_count(a), fmt_count(b))
+
+
+def _pair_seconds(a: Any, b: Any) -> str:
+    return _pair_text(fmt_seconds(a), fmt_seconds(b))
 
 
 def _pair_text(a: str, b: str) -> str:

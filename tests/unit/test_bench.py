@@ -23,6 +23,7 @@ from bench.attribution import (  # noqa: E402
     VERBS,
     Requests,
     Snapshot,
+    apiserver_cpu,
     flow_schemas,
     parse_schema,
     schema_name,
@@ -430,3 +431,10 @@ def test_orphan_gc_is_timed_from_readiness_and_wants_no_wasted_delete() -> None:
     assert judged(13.0, 0) is False  # 1.3x the delete loop
     assert judged(11.0, 3) is False  # a delete of something already gone
     assert judged(11.0, None) is None  # no audit log: not judged as a pass
+
+
+def test_snapshot_reads_the_apiservers_cpu() -> None:
+    text = "process_cpu_seconds_total 12.5\nprocess_cpu_seconds_total_x 1\n"
+    before, after = Snapshot.parse(text), Snapshot.parse(text.replace("12.5", "14.75"))
+    assert (before.cpu_s, apiserver_cpu(before, after)) == (12.5, 2.25)
+    assert apiserver_cpu(Snapshot.parse(""), after) is None  # a cluster that does not say
