@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from jupyternetes_ssa.kube import ApiError, Kube, Resource, WatchExpired
-from jupyternetes_ssa.observe import Key, cached, key_of
+from jupyternetes_ssa.observe import Key, cached, collector_paused, key_of
 from jupyternetes_ssa.types import Manifest
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,11 @@ class Informer:
         return scope is None or key[0] == scope
 
     async def _relist(self, scope: str | None) -> str:
-        listed = await self.kube.list(
-            self.res, scope, **self.selectors, each=lambda o: cached(o) if self.keep(o) else None
-        )
+        def kept(obj: Manifest) -> Manifest | None:
+            return cached(obj) if self.keep(obj) else None
+
+        with collector_paused():
+            listed = await self.kube.list(self.res, scope, **self.selectors, each=kept)
         self.relists += 1
         fresh = {key_of(o): o for o in listed.items}
         for key in [k for k in self.store if self._in_scope(k, scope) and k not in fresh]:

@@ -7,8 +7,11 @@ continuous mode keeps the same structure current from watches. Nothing here GETs
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
@@ -237,13 +240,40 @@ def template_scope(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(scope + settings.catalog_namespaces)) if scope else ()
 
 
+_lists_running = 0
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while lists decode, and what they cached frozen
+    out of its sight afterwards. Decoding 15,000 objects allocates over a million dicts, and
+    each full collection walked every one of them (and all cached before): a quarter of a
+    start's CPU at 5,000 servers. Cached objects are plain JSON data, freed by reference
+    counting; the collector has nothing to find in them."""
+    global _lists_running
+    if _lists_running == 0:
+        gc.disable()
+    _lists_running += 1
+    try:
+        yield
+    finally:
+        _lists_running -= 1
+        if _lists_running == 0:
+            gc.collect(0)  # what became garbage meanwhile (one walk), not frozen with the rest
+            gc.freeze()
+            gc.enable()
+
+
 async def _list_all(
     kube: Kube, res: Resource, scope: tuple[str, ...], **selectors: str
 ) -> list[Manifest]:
     """Every object of a kind in the scope, as the caches keep them (`cached`)."""
-    if not scope:
-        return (await kube.list(res, None, **selectors, each=cached)).items
-    lists = await asyncio.gather(*(kube.list(res, ns, **selectors, each=cached) for ns in scope))
+    with collector_paused():
+        if not scope:
+            return (await kube.list(res, None, **selectors, each=cached)).items
+        lists = await asyncio.gather(
+            *(kube.list(res, ns, **selectors, each=cached) for ns in scope)
+        )
     return [item for lst in lists for item in lst.items]
 
 

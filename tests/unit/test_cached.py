@@ -91,3 +91,20 @@ def test_cached_instance_drops_who_wrote_it() -> None:
     }
     kept = cached(instance)
     assert "managedFields" not in kept["metadata"] and kept["spec"] == {"template": {"name": "t"}}
+
+
+def test_lists_pause_the_cycle_collector_and_freeze_what_they_cached() -> None:
+    import gc
+
+    from jupyternetes_ssa.observe import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # lists of several kinds run at once
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other list still decodes
+        kept = [{"n": i} for i in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(kept)  # out of the collector's walks from now on
+    gc.unfreeze()
