@@ -327,13 +327,16 @@ class Kube:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        page_size: int = 500,
+        page_size: int = 250,
         each: Callable[[Manifest], Manifest | None] | None = None,
     ) -> ObjectList:
         """A complete list (all pages) or an exception: never a partial result.
 
         `each` maps every item as its page arrives (None drops it): a cache that keeps a part
         of each object never holds all of them whole at once (5,000 pods whole: 170 MiB).
+        Pages of 250 (kubectl's are 500): a page decoded whole is what a start's memory peaks
+        on, and what it leaves fragmented (the reconciler's peak at 5,000: 203 MiB with 500,
+        194 MiB with 250, 188 MiB with 100, for 20 more list requests per kind and pass).
         """
         items: list[Manifest] = []
         params: dict[str, Any] = {"limit": page_size}
