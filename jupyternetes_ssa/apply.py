@@ -17,11 +17,11 @@ from copy import deepcopy
 from dataclasses import dataclass, replace
 
 from jupyternetes_ssa import FIELD_MANAGER, labels, ownership
-from jupyternetes_ssa.diff import changes, contested, drift
+from jupyternetes_ssa.diff import changes, contested, drift, quantity
 from jupyternetes_ssa.kube import POD, ApiError, Kube
 from jupyternetes_ssa.managed import applied_by
 from jupyternetes_ssa.names import safe_name
-from jupyternetes_ssa.observe import Observed, cached
+from jupyternetes_ssa.observe import Key, Observed, cached, claim_size
 from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
@@ -325,10 +325,37 @@ def _plans(
         decision = ownership.claim(live, owner, alive, item.adopt)
         if not decision.allowed:
             refused[item.ref] = _conflict(item, live, decision.holder)
-        plans.append(
-            Plan(item, stamped(item, owner, live, decision.verdict), live, decision.verdict)
-        )
+        desired = stamped(item, owner, live, decision.verdict)
+        plans.append(Plan(item, _grown_claim_kept(desired, live), live, decision.verdict))
     return plans, refused
+
+
+def _smaller_claim_asked(plan: Plan) -> ItemOutcome | None:
+    """Told, not asked for: the template wants less than the claim has (see _grown_claim_kept)."""
+    want, have = claim_size(plan.item.manifest), claim_size(plan.desired)
+    if want == have or quantity(want) is None or quantity(have) is None:
+        return None
+    message = (
+        f"the claim has {have} and the template asks for {want}: Kubernetes never shrinks a "
+        "claim, so it keeps its size (the template's applies to new claims)"
+    )
+    return ItemOutcome(
+        plan.item, "pending", plan.live, message, ("spec.resources.requests.storage",)
+    )
+
+
+def _grown_claim_kept(desired: Manifest, live: Manifest | None) -> Manifest:
+    """A claim grown beyond the template's size (an admin's resize, or a smaller template)
+    keeps its size: Kubernetes never shrinks a claim, and asking it to on every pass would be a
+    fight. The hash stays the template's: an admin's resize costs no write of ours, and a
+    template that asks for more than the claim has still grows it."""
+    want, have = claim_size(desired), claim_size(live or {})
+    grown = quantity(have) is not None and quantity(want) is not None
+    if not grown or quantity(have) <= quantity(want):
+        return desired
+    spec = desired["spec"]
+    requests = {**spec["resources"]["requests"], "storage": have}
+    return {**desired, "spec": {**spec, "resources": {**spec["resources"], "requests": requests}}}
 
 
 async def apply_items(
@@ -384,7 +411,7 @@ async def _apply_items(
     current = [p for p in plans if is_current(p.desired, p.live)]
     extended = await _extended_by_others(kube, current)
     done = {
-        p.item.ref: ItemOutcome(p.item, "unchanged", p.live)
+        p.item.ref: _smaller_claim_asked(p) or ItemOutcome(p.item, "unchanged", p.live)
         for p in current
         if p.item.ref not in extended
     }
@@ -398,6 +425,9 @@ async def _apply_items(
                 done[plan.item.ref] = followed
             else:
                 plans[index] = followed
+    for plan in plans:
+        if plan.item.ref not in done and (known := _refused_before(observed, plan)) is not None:
+            done[plan.item.ref] = known
     todo = [p for p in plans if p.item.ref not in done]
     if dry_run:
         outcomes = [
@@ -406,4 +436,35 @@ async def _apply_items(
     else:
         outcomes = await _all_or_nothing(kube, todo, recreate_pods) if todo else []
     done.update({p.item.ref: _as_planned(p, o) for p, o in zip(todo, outcomes, strict=True)})
+    if not dry_run:
+        for plan, outcome in zip(todo, outcomes, strict=True):
+            _remember_refusal(observed, plan, outcome)
     return [done[p.item.ref] for p in plans]
+
+
+def _refusal_key(plan: Plan) -> tuple[tuple[str, Key], tuple[str, str]] | None:
+    if plan.live is None:
+        return None
+    version = plan.live["metadata"].get("resourceVersion", "")
+    ours = plan.desired["metadata"].get("annotations", {}).get(labels.APPLIED_HASH, "")
+    return (plan.item.ref.kind, (plan.item.ref.namespace, plan.item.ref.name)), (version, ours)
+
+
+def _refused_before(observed: Observed, plan: Plan) -> ItemOutcome | None:
+    """The same change to the same version of the object was refused in place already (say, a
+    claim an admin grew: Kubernetes never shrinks one): report it again, without asking again."""
+    key = _refusal_key(plan)
+    known = observed.refused.get(key[0]) if key else None
+    if key is None or known is None or known[0] != key[1]:
+        return None
+    return replace(known[1], item=plan.item, live=plan.live)
+
+
+def _remember_refusal(observed: Observed, plan: Plan, outcome: ItemOutcome) -> None:
+    key = _refusal_key(plan)
+    if key is None:
+        return
+    if outcome.action == "pending":
+        observed.refused[key[0]] = (key[1], outcome)
+    else:
+        observed.refused.pop(key[0], None)

@@ -60,13 +60,20 @@ def quantity(value: Any) -> Decimal | None:
         return None
 
 
-EMPTY = ({}, [], "", False)
+EMPTY = (
+    {},
+    [],
+    "",
+    False,
+    0,
+)  # what Go's omitempty drops: `initialDelaySeconds: 0` reads back absent
 
 
 def _same_leaf(path: str, want: Any, have: Any) -> bool:
     """Equal, or equal once the apiserver's rewrites are allowed for: it omits empty values
-    (`nodeSelector: {}`, `value: ""`, `hostNetwork: false`) and canonicalises quantities
-    (`0.5Gi` is stored as `512Mi`) in the fields that hold quantities."""
+    (`nodeSelector: {}`, `value: ""`, `hostNetwork: false`, `hostPort: 0`) and canonicalises
+    quantities (`0.5Gi` is stored as `512Mi`, a divisor `1000m` as `1`) in the fields that
+    hold quantities."""
     if want == have:
         return True
     if have is None and any(want == e and type(want) is type(e) for e in EMPTY):
@@ -82,7 +89,7 @@ def _holds_quantity(path: str) -> bool:
     return (
         ".resources." in path
         or path.startswith("spec.resources")
-        or path.endswith((".sizeLimit", ".overhead"))
+        or path.endswith((".sizeLimit", ".overhead", ".divisor"))
     )
 
 

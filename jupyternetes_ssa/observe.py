@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.diff import holds
@@ -83,11 +84,27 @@ def _ours_only(obj: Manifest, applied: Manifest | None = None) -> Manifest:
     body = body or _body(applied_by(obj, FIELD_MANAGER))
     if not body:
         return shared_copy(packed(obj))
+    if obj.get("kind") == PVC.kind:
+        _keep_claim_size(body, obj)
     packed(fold(obj, FIELD_MANAGER, list(body)))
     return shared_copy({k: obj[k] for k in TOP_LEVEL if k in obj}) | body
 
 
 TOP_LEVEL = ("apiVersion", "kind", "metadata", "status")
+
+
+def claim_size(obj: Manifest) -> Any:
+    return ((obj.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+
+
+def _keep_claim_size(body: Manifest, live: Manifest) -> None:
+    """A claim's requested size stays in the cache even when an admin's resize took the field
+    from us: apply.py keeps a grown claim's size (Kubernetes never shrinks one)."""
+    size = claim_size(live)
+    if size is not None and claim_size(body) is None:
+        spec = body.setdefault("spec", {})
+        resources = spec.setdefault("resources", {})
+        resources.setdefault("requests", {})["storage"] = size
 
 
 def _body(obj: Manifest) -> Manifest:
@@ -139,6 +156,9 @@ class Observed:
     namespaces: dict[Key, Manifest] = field(default_factory=dict)
     namespaces_known: bool = False
     sealing: Sealing = field(default_factory=Sealing)  # keys and token Secrets (tokens.py)
+    # Changes the apiserver refused in place (apply.py), by object: (its resourceVersion, our
+    # manifest's hash) -> the outcome, so the same refusal is not asked for again every pass.
+    refused: dict[tuple[str, Key], tuple[tuple[str, str], Any]] = field(default_factory=dict)
 
     @property
     def pods(self) -> dict[Key, Manifest]:

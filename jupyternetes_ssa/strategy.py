@@ -74,11 +74,12 @@ def _body(manifest: Manifest) -> dict[str, Any]:
 def pod_change(applied: Manifest, desired: Manifest) -> PodChange:
     """`applied`: what we set last (managed.applied_by), `desired`: what we would set now.
 
-    Without a record of our last apply nothing is known to be unchanged: a spec change, so a
-    metadata-only apply (which would drop spec fields we may own) is never tried.
+    Without a record of our last apply (an adopted pod) nothing is known to be unchanged: a
+    spec change; and we own no field of it, so a metadata-only apply drops nothing of ours and
+    brings our labels and annotations at once.
     """
     if not applied:
-        return PodChange(("spec",), ())
+        return PodChange(("spec",), tuple(changes({}, _metadata(desired), "metadata")))
     return PodChange(
         tuple(changes(_without_admitted(_body(applied), desired), _body(desired))),
         tuple(changes(_metadata(applied), _metadata(desired), "metadata")),

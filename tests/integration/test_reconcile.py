@@ -235,6 +235,8 @@ async def test_pvc_grows_in_place_and_a_shrink_is_reported_not_applied(kube: Kub
     assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
 
     await put(kube, edited(template, storage("500Mi")))
+    summary = await once(kube, namespace)  # records the new template (its hash), size kept
+    assert actions(summary, "jovyan")["failed"] == 0
     summary = await once(kube, namespace)
 
     assert actions(summary, "jovyan")["pending"] == 1

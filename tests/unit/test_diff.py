@@ -363,3 +363,31 @@ def test_changes_is_symmetric_in_the_paths_it_reports() -> None:
     after = pod(image="img:2")
     assert sorted(changes(before, after)) == sorted(changes(after, before))
     assert "spec.containers[0].image" in changes(before, after)
+
+
+def test_zero_values_read_back_absent_and_divisors_are_quantities() -> None:
+    """Go's omitempty drops `initialDelaySeconds: 0` and `hostPort: 0`; the apiserver stores a
+    divisor `1000m` as `1`: neither is drift (under Recreate it was a restart loop)."""
+    desired = {
+        "spec": {
+            "containers": [
+                {
+                    "readinessProbe": {"initialDelaySeconds": 0, "periodSeconds": 5},
+                    "env": [{"valueFrom": {"resourceFieldRef": {"divisor": "1000m"}}}],
+                }
+            ]
+        }
+    }
+    live = {
+        "spec": {
+            "containers": [
+                {
+                    "readinessProbe": {"periodSeconds": 5},
+                    "env": [{"valueFrom": {"resourceFieldRef": {"divisor": "1"}}}],
+                }
+            ]
+        }
+    }
+    assert drift(desired, live) == []
+    live["spec"]["containers"][0]["readinessProbe"]["initialDelaySeconds"] = 3
+    assert drift(desired, live) == ["spec.containers[0].readinessProbe.initialDelaySeconds"]

@@ -199,10 +199,15 @@ def test_spec_changes_are_named_additions_and_removals_included():
     assert change.metadata == ()
 
 
-def test_without_a_record_of_our_apply_everything_counts_as_a_spec_change():
-    change = pod_change({}, desired(label=lambda d: d["metadata"]["labels"].update(team="b")))
-    assert change == PodChange(("spec",), ())
-    assert decide("OnRestart", change) == "wait"  # never a metadata-only apply
+def test_without_a_record_of_our_apply_the_spec_waits_and_our_metadata_goes_on():
+    """An adopted pod: we own none of its fields, so a metadata-only apply drops nothing of
+    ours (README: "an adopted pod gets its metadata and its spec change waits")."""
+    wanted = desired(label=lambda d: d["metadata"]["labels"].update(team="b"))
+    change = pod_change({}, wanted)
+    assert change.spec == ("spec",) and "metadata.labels" in change.metadata
+    assert decide("OnRestart", change) == "metadata"
+    body = metadata_only({}, wanted)
+    assert "spec" not in body and body["metadata"]["labels"]["team"] == "b"
 
 
 def test_quantities_and_defaults_are_no_change():
