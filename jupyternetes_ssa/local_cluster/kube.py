@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,9 +32,20 @@ def micro_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_DOORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> {id(api): Kube}
+
+
 def door(api: Kube | Any) -> Kube:
-    """The package's client for ``api`` (a `Kube`, or a kr8s async ``Api`` to wrap)."""
-    return api if isinstance(api, Kube) else Kube(api)
+    """The package's client for ``api`` (a `Kube`, or a kr8s async ``Api`` to wrap): one per
+    Api and event loop, not one per call (each would open an HTTP session of its own and
+    leave it open)."""
+    if isinstance(api, Kube):
+        return api
+    doors = _DOORS.setdefault(asyncio.get_running_loop(), {})
+    found = doors.get(id(api))
+    if found is None or found.api is not api:
+        found = doors[id(api)] = Kube(api)
+    return found
 
 
 def status_code(error: BaseException) -> int | None:
