@@ -339,23 +339,7 @@ async def test_cache_from_rendered_equals_cache_from_managed_fields(cluster, nam
     cached(answer) does (picked from managedFields), whatever the server rewrote or added
     (a LimitRange's defaults, the token volume, canonical quantities, omitted empties)."""
     kube = cluster.kube
-    await put(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "LimitRange",
-            "metadata": {"name": "defaults", "namespace": namespace},
-            "spec": {
-                "limits": [
-                    {
-                        "type": "Container",
-                        "default": {"cpu": "500m", "memory": "256Mi"},
-                        "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-                    }
-                ]
-            },
-        },
-    )
+    await _limit_range(kube, namespace)
 
     def pod(name: str, **container) -> dict:
         return {
