@@ -48,6 +48,7 @@ class Env:
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))
     run_id: str = "0"
     concurrency: int = 8
+    gc_concurrency: int = 20  # deletes at once: the reconciler's GC and the delete loop alike
     new_instances: int = 100
     burst: int = 500
     baseline_max: int = 1000
@@ -72,6 +73,8 @@ class Env:
             str(self.subject_kubeconfig),
             "--concurrency",
             str(self.concurrency),
+            "--gc-concurrency",
+            str(self.gc_concurrency),
             *extra,
         ]
 
@@ -236,7 +239,7 @@ async def loop_process(
 ) -> dict[str, Any]:
     """One measured run of bench.create_loop over ``groups``; what it reported is kept."""
     objects = workload.write_groups(groups, env.logs / f"{name}.json")
-    argv = loop_argv(env, objects, delete=delete)
+    argv = loop_argv(env, objects, delete=delete, concurrency=env.gc_concurrency if delete else 0)
     mark = env.audit.mark()
     step = await measured_process(env, argv, name, env.deadline(n))
     step.extra.update(json.loads((env.logs / f"{name}.out").read_text()))

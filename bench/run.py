@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kubectl", help="kubectl binary (default: the local cluster's)")
     parser.add_argument("--concurrency", type=int, default=8, help="ours and the create loop")
     parser.add_argument(
+        "--gc-concurrency",
+        type=int,
+        default=20,
+        help="deletes at once: ours (--gc-concurrency, its default) and the delete loop",
+    )
+    parser.add_argument(
         "--new-instances", type=int, default=100, help="servers created one by one (continuous)"
     )
     parser.add_argument(
@@ -155,6 +161,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
         audit=AuditLog(target.audit_log),
         run_id=f"{int(time.time()) % 100000:05d}",
         concurrency=args.concurrency,
+        gc_concurrency=args.gc_concurrency,
         new_instances=args.new_instances,
         burst=args.burst,
         baseline_max=args.baseline_max,
@@ -164,6 +171,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
         "options": {
             "sizes": args.sizes,
             "concurrency": args.concurrency,
+            "gc_concurrency": args.gc_concurrency,
             "new_instances": args.new_instances,
             "burst": args.burst,
             "baseline_max": args.baseline_max,

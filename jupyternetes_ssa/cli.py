@@ -301,6 +301,9 @@ def reconcile(
     dry_run: Annotated[bool, typer.Option(help="Report what would change; write nothing.")] = False,
     output: Annotated[Output, typer.Option(help="Summary format (once mode).")] = Output.text,
     concurrency: Annotated[int, typer.Option(help="Instances reconciled at once.")] = 8,
+    gc_concurrency: Annotated[
+        int, typer.Option(help="Deletes at once when collecting what no instance wants.")
+    ] = 20,
     resync_seconds: Annotated[float, typer.Option(help="Continuous: full pass period.")] = 300.0,
     status_interval: Annotated[
         float,
@@ -358,6 +361,7 @@ def reconcile(
         recreate_pods=recreate_pods,
         dry_run=dry_run,
         concurrency=concurrency,
+        gc_concurrency=gc_concurrency,
         resync_seconds=resync_seconds,
         status_interval_seconds=status_interval,
         leader_elect=leader_elect,

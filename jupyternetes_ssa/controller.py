@@ -282,7 +282,7 @@ class Controller:
             if cand.orphan_of is None or not cand.allowed or await self._really_gone(cand)
         ]
         pruned = await prune(
-            self.kube, candidates, dry_run=self.s.dry_run, concurrency=self.s.concurrency
+            self.kube, candidates, dry_run=self.s.dry_run, concurrency=self.s.gc_concurrency
         )
         for cand in pruned:
             log.info("pruned %s: %s", cand.ref, cand.reason)

@@ -171,11 +171,12 @@ async def _delete(kube: Kube, cand: PruneCandidate, dry_run: bool) -> bool:
 
 
 async def prune(
-    kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False, concurrency: int = 8
+    kube: Kube, candidates: list[PruneCandidate], *, dry_run: bool = False, concurrency: int = 20
 ) -> list[PruneCandidate]:
-    """Delete the allowed candidates, `concurrency` at a time (thousands of orphans after a
-    mass deletion go as fast as a plain delete loop); returns those deleted (or that would be,
-    with dry_run). The first error is raised once every delete has been tried."""
+    """Delete the allowed candidates, `concurrency` at a time (`--gc-concurrency`, 20 like
+    Kubernetes' own garbage collector's workers: thousands of orphans after a mass deletion go
+    about as fast as a plain delete loop); returns those deleted (or that would be, with
+    dry_run). The first error is raised once every delete has been tried."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(cand: PruneCandidate) -> bool:

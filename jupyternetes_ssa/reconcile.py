@@ -352,7 +352,7 @@ async def reconcile_once(kube: Kube, settings: Settings, *, prune_only: bool = F
     summary.kept = [c for c in candidates if not c.allowed]
     try:
         summary.pruned = await prune(
-            kube, candidates, dry_run=settings.dry_run, concurrency=settings.concurrency
+            kube, candidates, dry_run=settings.dry_run, concurrency=settings.gc_concurrency
         )
     except ApiError as err:
         summary.prune_error = str(err)

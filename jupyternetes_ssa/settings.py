@@ -32,6 +32,7 @@ class Settings:
     recreate_pods: bool = False  # every pod item updateStrategy Recreate (strategy.py)
     dry_run: bool = False  # compute and report, write nothing
     concurrency: int = 8  # instances reconciled at once
+    gc_concurrency: int = 20  # deletes at once when collecting (Kubernetes' GC: 20 workers)
     resync_seconds: float = 300.0  # continuous mode: full pass this often
     status_interval_seconds: float = 3.0  # continuous: progress-only status writes this far apart
     watch_timeout_seconds: int = 300  # server-side watch timeout before a re-watch
