@@ -380,7 +380,14 @@ async def apply_items(
     for made in outcomes:  # written by the first attempt: current now, not to be made again
         if made.action in ("created", "configured") and made.live is not None and not dry_run:
             fetched[made.item.ref] = made.live
-    for item in tripped:
+    # Items held back behind the trip, whose objects our caches did not show either (a pod
+    # and its claim adopted together: neither carries our labels yet), are read as well.
+    held = [
+        o.item
+        for o in outcomes
+        if o.message.startswith(HELD_BACK) and o.live is None and o.item.ref not in fetched
+    ]
+    for item in [*tripped, *held]:
         res = await kube.resource(item.manifest["apiVersion"], item.manifest["kind"])
         fetched[item.ref] = await kube.get(res, item.ref.namespace, item.ref.name)
     outcomes = await _apply_items(kube, items, observed, owner, fetched, recreate_pods, dry_run)
@@ -409,6 +416,8 @@ async def _apply_items(
         first = next(iter(refused.values()))
         return [refused.get(p.item.ref) or _held_back(p, first) for p in plans]
     current = [p for p in plans if is_current(p.desired, p.live)]
+    for plan in current:  # converged: nothing refused is remembered for it any more
+        _remember_refusal(observed, plan, None)
     extended = await _extended_by_others(kube, current)
     done = {
         p.item.ref: _smaller_claim_asked(p) or ItemOutcome(p.item, "unchanged", p.live)
@@ -460,11 +469,11 @@ def _refused_before(observed: Observed, plan: Plan) -> ItemOutcome | None:
     return replace(known[1], item=plan.item, live=plan.live)
 
 
-def _remember_refusal(observed: Observed, plan: Plan, outcome: ItemOutcome) -> None:
+def _remember_refusal(observed: Observed, plan: Plan, outcome: ItemOutcome | None) -> None:
     key = _refusal_key(plan)
     if key is None:
         return
-    if outcome.action == "pending":
+    if outcome is not None and outcome.action == "pending":
         observed.refused[key[0]] = (key[1], outcome)
     else:
         observed.refused.pop(key[0], None)

@@ -246,6 +246,7 @@ class Controller:
         members = self.members[labels.instance_of(obj)]
         if kind == "DELETED":
             members.discard(identity(obj))
+            self.observed.refused.pop((obj.get("kind"), key_of(obj)), None)
         else:
             members.add(identity(obj))
             if old is not None and _version(old) == _version(obj):
@@ -306,6 +307,8 @@ class Controller:
         """Reconcile one key; True when it failed (retry with backoff)."""
         instance = self.observed.instances.get(key)
         if instance is None:
+            for obj in self._objects_of(key):  # refusals of what it no longer wants
+                self.observed.refused.pop((obj.get("kind"), key_of(obj)), None)
             self.wanted.pop(key, None)
             self._status_clock.pop(key, None)
             self._status_streak.pop(key, None)

@@ -76,7 +76,11 @@ def _same_leaf(path: str, want: Any, have: Any) -> bool:
     hold quantities."""
     if want == have:
         return True
-    if have is None and any(want == e and type(want) is type(e) for e in EMPTY):
+    if (
+        have is None
+        and not _kept_as_sent(path)
+        and any(want == e and type(want) is type(e) for e in EMPTY)
+    ):
         return True
     if not _holds_quantity(path):
         return False
@@ -84,11 +88,17 @@ def _same_leaf(path: str, want: Any, have: Any) -> bool:
     return q_want is not None and q_want == q_have
 
 
+def _kept_as_sent(path: str) -> bool:
+    """A ConfigMap's or Secret's values are stored as sent, `""` included: one gone is drift."""
+    return path.startswith(("data", "stringData", "binaryData"))
+
+
 def _holds_quantity(path: str) -> bool:
-    """Resource requests/limits, PVC storage, emptyDir sizes: not env values or annotations."""
+    """Resource requests/limits, PVC storage, emptyDir sizes, a ResourceQuota's and a
+    LimitRange's amounts: not env values or annotations."""
     return (
         ".resources." in path
-        or path.startswith("spec.resources")
+        or path.startswith(("spec.resources", "spec.hard", "spec.limits["))
         or path.endswith((".sizeLimit", ".overhead", ".divisor"))
     )
 
