@@ -104,5 +104,8 @@ def test_lists_pause_the_cycle_collector() -> None:
         with collector_paused():  # lists of several kinds run at once
             assert not gc.isenabled()
         assert not gc.isenabled()  # the other list still decodes
-        kept = [{"n": i} for i in range(1000)]
+        kept = [{"n": [i]} for i in range(1000)]  # tracked: they hold a container
+        assert gc.get_count()[0] >= len(kept)  # young, unwalked while paused
     assert gc.isenabled() and len(kept) == 1000
+    assert gc.get_count()[0] < len(kept)  # walked once and moved on, not left young
+    assert not gc.get_freeze_count()  # nothing pinned
