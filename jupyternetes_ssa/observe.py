@@ -268,12 +268,12 @@ def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while lists decode. Decoding 15,000 objects
     allocates over a million dicts, and each full collection walked every one of them (and
     all cached before): a quarter of a start's CPU at 5,000 servers. Cached objects are plain
-    JSON data, freed by reference counting. When the last list ends, one collection of the
-    young generations walks what they made once, frees the cycles among it, and moves the rest
-    to the oldest generation, which is walked again only after it grows by a quarter: left
-    young, the batch was walked again and again right after a start (pauses of a few hundred
-    milliseconds while new servers started). Freezing it instead would also have pinned every
-    cycle alive at that moment, for ever."""
+    JSON data, freed by reference counting. When the last list ends, one full collection walks
+    everything once and frees the cycles made meanwhile; the collector then counts the batch as
+    long-lived and walks it again only after that grows by a quarter. Without it, the first
+    full collections came while new servers started (pauses of 300 ms). Freezing the batch
+    instead would also have pinned every cycle alive at that moment, for ever. Lists run at
+    start and after a watch is lost, not at every re-watch."""
     global _lists_running
     if _lists_running == 0:
         gc.disable()
@@ -283,7 +283,7 @@ def collector_paused() -> Iterator[None]:
     finally:
         _lists_running -= 1
         if _lists_running == 0:
-            gc.collect(1)
+            gc.collect()
             gc.enable()
 
 
