@@ -249,10 +249,13 @@ async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = Fals
     from jupyternetes_ssa.kube import ApiError, CannotConnect
     from jupyternetes_ssa.reconcile import reconcile_once
 
+    from jupyternetes_ssa.observe import collector_paused
+
     try:
         kube = await _connect(kubeconfig, context)
         try:
-            return await reconcile_once(kube, settings, prune_only=prune_only)
+            with collector_paused():  # one short pass: its cycles go at its end (observe.py)
+                return await reconcile_once(kube, settings, prune_only=prune_only)
         finally:
             await kube.close()
     except CannotConnect as err:  # no kubeconfig, unreachable server
