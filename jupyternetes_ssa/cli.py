@@ -247,9 +247,8 @@ async def _connect(kubeconfig: str | None, context: str | None):
 
 async def _pass(kubeconfig, context, settings: Settings, prune_only: bool = False):
     from jupyternetes_ssa.kube import ApiError, CannotConnect
-    from jupyternetes_ssa.reconcile import reconcile_once
-
     from jupyternetes_ssa.observe import collector_paused
+    from jupyternetes_ssa.reconcile import reconcile_once
 
     try:
         kube = await _connect(kubeconfig, context)
