@@ -183,6 +183,8 @@ class _Http:
 
     async def _new_session(self) -> aiohttp.ClientSession:
         auth = self.api.auth
+        if not auth.server:  # kr8s is re-reading credentials (a 401 elsewhere): try again
+            raise ApiError(0, "Unreachable", "the credentials are being re-read")
         return aiohttp.ClientSession(
             auth.server,
             headers={"User-Agent": f"jupyternetes-ssa kr8s/{self.api.__version__}"},
