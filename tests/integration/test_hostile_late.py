@@ -52,6 +52,19 @@ async def _claim(kube: Kube, namespace: str, name: str = "alice") -> dict:
 # 1. Claim sizes --------------------------------------------------------------------------------
 
 
+def _fast_controller(kube, namespace: str):
+    """A Controller over `namespace` that re-watches every second and resyncs every 2 s."""
+    settings = Settings(
+        namespaces=(namespace,),
+        key_namespace=namespace,
+        health_port=0,
+        watch_timeout_seconds=1,
+        resync_seconds=2,
+    )
+    controller, stop = Controller(kube, settings), asyncio.Event()
+    return controller, stop, asyncio.create_task(controller.run(stop))
+
+
 async def test_claim_lowered_template_kept_then_raised_then_lowered(cluster, namespace):
     """Template 2Gi -> 1Gi: the claim keeps 2Gi, reported pending, no write once settled.
     Template -> 3Gi (past the claim): grown. Template back to 2Gi: keeps 3Gi, pending."""
@@ -204,7 +217,7 @@ async def test_configmap_value_zero_string_is_not_empty(cluster, namespace):
 
 
 async def test_configmap_empty_value_removed_by_admin_is_drift(cluster, namespace):
-    """BUG: a ConfigMap value "" is stored as "" (the apiserver does not omit it), so a key an
+    """Was a bug: a ConfigMap value "" is stored as "" (the apiserver does not omit it), so a key an
     admin removed by update is missing, not "omitted empty": drift must see it. diff treats
     every "" (and 0, false) as what the apiserver omits, in any kind, so the key is never put
     back while the hash annotation stays."""
@@ -228,7 +241,7 @@ class _Cycle:
 
 
 async def test_list_does_not_freeze_unrelated_cyclic_garbage(cluster, namespace):
-    """BUG: gc.freeze() after a list moves EVERY tracked object into the permanent generation,
+    """Was a bug: gc.freeze() after a list moves EVERY tracked object into the permanent generation,
     not only what the list cached: an exception's traceback, a finished task, anything in a
     reference cycle alive at that moment is never collected once dropped. In continuous mode
     every re-list freezes more: memory grows for ever."""
@@ -326,22 +339,14 @@ def _access_modes(template: dict, modes: list[str]) -> dict:
 async def test_remembered_refusal_forgotten_with_its_object(cluster, namespace):
     """A refused claim change (accessModes are immutable) is remembered in the controller's
     Observed.refused. The template is fixed back, then the instance is deleted and collected.
-    BUG (memory growth): the entry is dropped only when the same object is applied again, so an
-    entry outlives its object (and pins its manifest and live object): every refused server
-    that goes away leaves one behind for the life of the process."""
+    Was a bug (memory growth): the entry was dropped only when the same object was applied
+    again, so an entry outlived its object (pinning its manifest and live object): every
+    refused server that went away left one behind for the life of the process."""
     kube = cluster.kube
     template = seed_template(namespace)
     await put(kube, template)
     await put(kube, seed_instance(namespace, "alice"))
-    settings = Settings(
-        namespaces=(namespace,),
-        key_namespace=namespace,
-        health_port=0,
-        watch_timeout_seconds=1,
-        resync_seconds=2,
-    )
-    controller, stop = Controller(kube, settings), asyncio.Event()
-    task = asyncio.create_task(controller.run(stop))
+    controller, stop, task = _fast_controller(kube, namespace)
     try:
         await wait_for(
             lambda: _count(owned(kube, namespace, "alice")), timeout=120, message="objects made"
@@ -580,7 +585,7 @@ async def test_adopted_claim_larger_than_template_kept_without_writes(cluster, n
 
 
 async def test_adopting_running_pod_and_its_claim_together_converges(cluster, namespace):
-    """BUG: a migration where kubespawner's claim AND its running pod both exist, both items
+    """Was a bug: a migration where kubespawner's claim AND its running pod both exist, both items
     `adopt: true`. Neither is in the label-selected caches, so both applies trip the create
     guard; apply_items re-reads only the items whose outcome was GuardTripped, but _create_all
     stopped at the claim and reported the pod merely "held back". The second attempt adopts
@@ -654,7 +659,7 @@ async def test_probe_delay_to_and_from_zero_is_a_change(cluster, namespace, star
 
 @pytest.mark.parametrize(("key", "value"), [("pods", 0), ("requests.storage", "0.5Gi")])
 async def test_quota_quantities_read_back_canonical_are_no_drift(cluster, namespace, key, value):
-    """BUG (a write every pass): an otherResource ResourceQuota's `hard` values are quantities
+    """Was a bug (a write every pass): an otherResource ResourceQuota's `hard` values are quantities
     the apiserver canonicalises (`pods: 0` -> "0", `0.5Gi` -> "512Mi"), but diff compares
     quantities only under `.resources.`/sizeLimit/overhead/divisor paths: `spec.hard.*` drifts
     for ever, so the quota is re-applied on every pass (the same for LimitRange values)."""
@@ -688,15 +693,7 @@ async def test_refused_with_allowed_change_then_forbidden_part_dropped_converges
     template = seed_template(namespace)
     await put(kube, template)
     await put(kube, seed_instance(namespace, "alice"))
-    settings = Settings(
-        namespaces=(namespace,),
-        key_namespace=namespace,
-        health_port=0,
-        watch_timeout_seconds=1,
-        resync_seconds=2,
-    )
-    controller, stop = Controller(kube, settings), asyncio.Event()
-    task = asyncio.create_task(controller.run(stop))
+    _, stop, task = _fast_controller(kube, namespace)
 
     async def claim_pending() -> bool:
         status = await status_of_instance(kube, namespace)
