@@ -394,7 +394,8 @@ async def make_orphans(env: Env, ns: str, indices: Iterable[int]) -> None:
 
 
 async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
-    """N/2 orphan pods, only the reconciler to delete them: from its start until they are gone."""
+    """N/2 orphan pods, only the reconciler to delete them: from its start until each is deleted
+    (has its deletionTimestamp, as each of the delete loop's answers says), then until gone."""
     victims = range(n // 2)
     names = {workload.instance_name(i) for i in victims}
     started = time.monotonic()
@@ -406,6 +407,13 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
         before = await env.scraper.snapshot()
         async with Reconciler(env, ns, f"ours-orphan-gc-{n}") as rec:
             ready_s = await rec.wait_ready(env.deadline(n))
+            await wait_for(
+                lambda: seen.undeleted_pods_of(names) == 0,
+                timeout=env.deadline(n),
+                interval=0.05,
+                message="every orphan pod deleted",
+            )
+            deleted_s = time.monotonic() - rec.started
             await wait_for(
                 lambda: seen.pods_of(names) == 0,
                 timeout=env.deadline(n),
@@ -419,9 +427,10 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
         pvcs_kept = seen.pvcs_of(names)
     answers = env.audit.answers(mark)
     log.info(
-        "orphan GC of %d pods: ready %.2fs, gone %.2fs, %d deletes (%s wasted)",
+        "orphan GC of %d pods: ready %.2fs, deleted %.2fs, gone %.2fs, %d deletes (%s wasted)",
         orphans,
         ready_s,
+        deleted_s,
         gone_s,
         requests.of("delete"),
         wasted(answers),
@@ -430,8 +439,9 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
         "orphans": orphans,
         "setup_s": setup_s,
         "ready_s": ready_s,
+        "deleted_s": deleted_s,
+        "deleted_after_ready_s": deleted_s - ready_s,
         "pods_gone_s": gone_s,
-        "gone_after_ready_s": gone_s - ready_s,
         "pruned_by_reconciler": int(pruned),
         "requests": requests.to_json(),
         "all_clients": context,

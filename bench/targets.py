@@ -135,9 +135,11 @@ def rss(r: Result, n: int) -> Verdict:
 
 def orphan_gc(r: Result, n: int) -> Verdict:
     """Timed from the reconciler's readiness, as the delete loop is timed from its first request
-    (both "a process that runs already"): the time to start and list is its own target."""
+    (both "a process that runs already"): the time to start and list is its own target. Timed
+    until every orphan is deleted, as the delete loop until its last answer (a pod with a grace
+    period lingers, terminating, after either)."""
     wall = _ratio_of(
-        r, ("ours", "orphan_gc", "gone_after_ready_s"), ("create_loop", "delete", "wall_s"), 1.2
+        r, ("ours", "orphan_gc", "deleted_after_ready_s"), ("create_loop", "delete", "wall_s"), 1.2
     )
     if wall.ok is None:
         return wall

@@ -115,5 +115,14 @@ class Tracker:
     def pods_of(self, instances: set[str]) -> int:
         return sum(1 for p in self.pods.values() if instance_of(p) in instances)
 
+    def undeleted_pods_of(self, instances: set[str]) -> int:
+        """Pods of these instances that nobody has deleted yet (no deletionTimestamp): a delete
+        answered is a delete done, for us as for the delete loop (which times its answers)."""
+        return sum(
+            1
+            for p in self.pods.values()
+            if instance_of(p) in instances and not p["metadata"].get("deletionTimestamp")
+        )
+
     def pvcs_of(self, instances: set[str]) -> int:
         return sum(1 for c in self.pvcs.values() if instance_of(c) in instances)

@@ -39,6 +39,7 @@ from jupyternetes_ssa.observe import (
     identity,
     key_of,
     owned_resources,
+    owned_selector,
     template_scope,
 )
 from jupyternetes_ssa.prune import Wanted, plan_prune, prune
@@ -103,8 +104,8 @@ class Controller:
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader
 
-    def _informers(self, owned: list[Resource]) -> list[Informer]:
-        s, o, managed = self.s, self.observed, labels.MANAGED_SELECTOR
+    def _informers(self, owned: list[Resource], managed: str) -> list[Informer]:
+        s, o = self.s, self.observed
         kw = {"timeout_seconds": s.watch_timeout_seconds}
         o.owned = {res.kind_key: {} for res in owned}
         return [
@@ -396,7 +397,8 @@ class Controller:
         await prepare(
             self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run
         )
-        self.informers = self._informers(await owned_resources(self.kube, self.s))
+        owned = await owned_resources(self.kube, self.s)
+        self.informers = self._informers(owned, await owned_selector(self.kube, self.s, owned))
         tasks = self.tasks
         tasks += [
             asyncio.create_task(self._run_informer(i), name=f"informer {i.res.kind}")

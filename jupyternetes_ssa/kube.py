@@ -322,6 +322,12 @@ class Kube:
         if self.http is not None:
             await self.http.close()  # re-opened with the new credentials
 
+    async def any(self, res: Resource, namespace: str | None, *, label_selector: str) -> bool:
+        """Whether one object of the kind matches: one request of one item, whatever the count."""
+        params = {"limit": 1, "labelSelector": label_selector}
+        body = await self.request("GET", res, namespace, res.url(), params=params)
+        return bool(body.get("items"))
+
     async def list(
         self,
         res: Resource,

@@ -10,6 +10,7 @@ INSTANCE = "jupyternetes.kadense.io/instance"
 INSTANCE_NAMESPACE = "jupyternetes.kadense.io/instanceNamespace"
 TEMPLATE = "jupyternetes.kadense.io/template"
 TEMPLATE_NAMESPACE = "jupyternetes.kadense.io/templateNamespace"
+SHARD_BUCKET = "jupyternetes-ssa.kadense.io/shard-bucket"  # shard.bucket_of the instance
 POD_ITEM = "jupyternetes.kadense.io/podName"
 PVC_ITEM = "jupyternetes.kadense.io/pvcName"
 OTHER_ITEM = "jupyternetes.kadense.io/otherResourceName"
@@ -21,6 +22,7 @@ DELETION_POLICY = "jupyternetes-ssa.kadense.io/deletion-policy"
 ITEM_LABEL = {"pods": POD_ITEM, "pvcs": PVC_ITEM, "otherResources": OTHER_ITEM}
 
 MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+UNBUCKETED_SELECTOR = f"{MANAGED_SELECTOR},!{SHARD_BUCKET}"  # made before shard buckets
 
 
 def instance_of(obj: dict) -> tuple[str, str]:

@@ -322,6 +322,29 @@ async def owned_resources(kube: Kube, settings: Settings) -> list[Resource]:
     return [PVC, POD, *extra]
 
 
+async def owned_selector(kube: Kube, settings: Settings, resources: list[Resource]) -> str:
+    """The label selector our objects are listed and watched with: a shard's buckets too
+    (Shard.selector), unless an object of ours was made before buckets were (it carries none:
+    then this run lists them all and filters itself; applying re-labels them for the next)."""
+    buckets = settings.shard.selector
+    if buckets is None:
+        return labels.MANAGED_SELECTOR
+    probes = [
+        kube.any(res, ns, label_selector=labels.UNBUCKETED_SELECTOR)
+        for res in resources
+        for ns in settings.namespaces or (None,)
+    ]
+    try:
+        unbucketed = any(await asyncio.gather(*probes))
+    except ApiError as err:  # unsure: listing all is never wrong, only slower
+        log.warning("could not look for objects without a shard bucket label: %s", err)
+        unbucketed = True
+    if unbucketed:
+        log.info("listing all of our objects this run (some carry no shard bucket label yet)")
+        return labels.MANAGED_SELECTOR
+    return f"{labels.MANAGED_SELECTOR},{buckets}"
+
+
 async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> Observed:
     """List everything one pass needs; raises if any list fails (never a partial picture).
 
@@ -329,7 +352,7 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
     its instance was listed, so a brand-new instance's objects are never taken for orphans.
     """
     scope = settings.namespaces
-    managed = {"label_selector": labels.MANAGED_SELECTOR}
+    managed = {"label_selector": await owned_selector(kube, settings, resources)}
     owned = await asyncio.gather(*(_list_all(kube, res, scope, **managed) for res in resources))
     instances, templates, events = await asyncio.gather(
         _list_all(kube, INSTANCE, scope),

@@ -21,6 +21,7 @@ from deepmerge import always_merger
 from jupyternetes_ssa import GROUP, VERSION, labels, patches
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, safe_label_value, safe_name, token_secret_name
+from jupyternetes_ssa.shard import bucket_of
 from jupyternetes_ssa.strategy import item_strategy
 from jupyternetes_ssa.tenancy import template_key
 from jupyternetes_ssa.types import SECTIONS, Manifest, ObjectRef, Rendered, RenderedItem, Section
@@ -526,6 +527,7 @@ def _our_labels(section: Section, item_name: str, ctx: _Context) -> dict[str, st
         labels.TEMPLATE: safe_label_value(ctx.template.name),
         labels.TEMPLATE_NAMESPACE: safe_label_value(ctx.template.namespace),
         labels.ITEM_LABEL[section]: item_name,
+        labels.SHARD_BUCKET: bucket_of(ctx.instance.namespace, ctx.instance.name),
     }
 
 

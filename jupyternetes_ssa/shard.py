@@ -20,6 +20,7 @@ from jupyternetes_ssa.types import Manifest
 
 OPTION = "--shard"
 MAX_SHARDS = 256  # a waiting shard reads every Lease of a configuration each retry period
+BUCKETS = 256  # the shard-bucket label's values: a shard count that divides it selects by it
 _SPEC = re.compile(r"([0-9]+)/([0-9]+)")
 
 
@@ -44,6 +45,16 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+    @property
+    def selector(self) -> str | None:
+        """The label selector of this shard's objects, for the apiserver to filter with: their
+        buckets (`bucket % N == I` is `hash % N == I` when N divides BUCKETS). None when
+        not sharded, or when N does not divide BUCKETS (the reconciler filters alone then)."""
+        if not self.sharded or BUCKETS % self.count:
+            return None
+        mine = ",".join(str(b) for b in range(self.index, BUCKETS, self.count))
+        return f"{labels.SHARD_BUCKET} in ({mine})"
 
     def owns(self, namespace: str, name: str) -> bool:
         """Whether the instance `namespace/name` is served by this shard."""
@@ -82,8 +93,18 @@ def shard_of(namespace: str, name: str, count: int) -> int:
     A re-shard moves about 1 - 1/N of the instances in general (plain modulo, no consistent
     hashing): a move costs no object (the new shard finds them by their owner record), only the
     new shard's first reconcile of the instance."""
+    return _hash(namespace, name) % count
+
+
+def bucket_of(namespace: str, name: str) -> str:
+    """The shard-bucket label value of what instance `namespace/name` creates: lets a shard
+    have the apiserver send it only its own pods and PVCs (Shard.selector)."""
+    return str(_hash(namespace, name) % BUCKETS)
+
+
+def _hash(namespace: str, name: str) -> int:
     digest = hashlib.sha256(f"{namespace}/{name}".encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") % count
+    return int.from_bytes(digest[:8], "big")
 
 
 def instance_key(obj: Manifest) -> tuple[str, str] | None:

@@ -22,6 +22,7 @@ from jupyternetes_ssa.kube import SECRET, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.sealing import Keyring, NoSealingKey, token_secret_name, unseal
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.shard import bucket_of
 from jupyternetes_ssa.types import Manifest, Rendered, RenderedItem
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def token_secret(instance: Manifest, token: str) -> Manifest:
                 labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
                 labels.INSTANCE: safe_label_value(meta["name"]),
                 labels.INSTANCE_NAMESPACE: safe_label_value(meta["namespace"]),
+                labels.SHARD_BUCKET: bucket_of(meta["namespace"], meta["name"]),
             },
             "ownerReferences": [
                 {

@@ -11,6 +11,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.errors import RenderError
 from jupyternetes_ssa.names import is_dns_label, is_label_value, safe_label_value, safe_name
 from jupyternetes_ssa.render import expand, render, select_template
+from jupyternetes_ssa.shard import BUCKETS, shard_of
 from jupyternetes_ssa.types import ObjectRef
 
 SUBJECT = "JupyterNotebookInstance user-ns/inst"
@@ -341,6 +342,7 @@ def test_manifest_envelope_and_our_labels():
         labels.INSTANCE_NAMESPACE: "user-ns",
         labels.TEMPLATE: "tmpl",
         labels.TEMPLATE_NAMESPACE: "tmpl-ns",
+        labels.SHARD_BUCKET: str(shard_of("user-ns", "inst", BUCKETS)),
     }
     assert pvc["metadata"]["labels"] == common | {labels.PVC_ITEM: "home"}
     assert pod["metadata"]["labels"] == common | {labels.POD_ITEM: "notebook"}
