@@ -192,6 +192,8 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
     finally:
         if target.state_dir is None:
             await remove_attribution(api)
+        for client in (subject, admin):
+            await client.close()
     return results
 
 

@@ -24,6 +24,7 @@ from jupyternetes_ssa.names import safe_name
 from jupyternetes_ssa.observe import Key, Observed, cached, claim_size
 from jupyternetes_ssa.ownership import Owner, adopted
 from jupyternetes_ssa.strategy import decide, metadata_only, pod_change
+from jupyternetes_ssa.tokens import ITEM as TOKEN_ITEM
 from jupyternetes_ssa.types import ItemOutcome, Manifest, ObjectRef, RenderedItem
 
 HELD_BACK = "held back, another item was rejected: "
@@ -310,6 +311,13 @@ def _guard_tripped(err: ApiError) -> bool:
 
 
 def _conflict(item: RenderedItem, live: Manifest, holder: str) -> ItemOutcome:
+    if item.item == TOKEN_ITEM:  # its name is not the admin's to change: no resourceName fix
+        message = (
+            f"{item.ref} exists and is not this instance's token Secret (it belongs to {holder}); "
+            "rename or delete that Secret (the reconciler never overwrites a Secret it did not "
+            "write)"
+        )
+        return ItemOutcome(item, "failed", None, message, reason="TokenSecretConflict")
     adoptable = ownership.owner_of(live) is None and not ownership.managed_by_us(live)
     message = ownership.conflict_message(str(item.ref), holder, item.item, adoptable)
     return ItemOutcome(item, "failed", None, message, reason="NameConflict")

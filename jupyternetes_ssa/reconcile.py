@@ -169,7 +169,10 @@ async def _converge(
     try:
         rendered = validated_render(resolve_template(observed, instance, settings), instance)
         check_kinds(rendered, observed, str(result.instance))
-        rendered = await with_token_secret(kube, observed.sealing, instance, rendered, settings)
+        starting = not any(observed.live(i.manifest) for i in rendered.items if i.section == "pods")
+        rendered = await with_token_secret(
+            kube, observed.sealing, instance, rendered, settings, starting=starting
+        )
     except JupyternetesError as err:
         result.error, result.reason = str(err), err.reason
         return live_views(observed, instance), None

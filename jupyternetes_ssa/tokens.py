@@ -139,9 +139,19 @@ def template_views(views: list[ItemView]) -> list[ItemView]:
 
 
 async def with_token_secret(
-    kube: Kube, sealing: Sealing, instance: Manifest, rendered: Rendered, settings: Settings
+    kube: Kube,
+    sealing: Sealing,
+    instance: Manifest,
+    rendered: Rendered,
+    settings: Settings,
+    *,
+    starting: bool = False,
 ) -> Rendered:
-    """`rendered` plus the token Secret (before the pods) when the instance has a sealed token."""
+    """`rendered` plus the token Secret (before the pods) when the instance has a sealed token.
+
+    A server `starting` (no pod of it in our caches) does not read its Secret first: it is
+    created with the create-only guard, and one that exists after all (a Secret not ours, or
+    the last incarnation's not yet collected) trips it and is read then (apply.py)."""
     sealed = (instance.get("spec") or {}).get("sealedApiToken")
     if sealed is None:
         return rendered
@@ -149,7 +159,11 @@ async def with_token_secret(
     key_id = sealed.get("keyId") if isinstance(sealed, dict) else None
     ring = await _keyring(kube, sealing, settings.key_namespace, key_id)
     manifest = token_secret(instance, unseal(sealed, ring, ns, name))
-    await _refresh(kube, sealing, manifest, settings.resync_seconds)
+    key = (ns, manifest["metadata"]["name"])
+    if starting and key not in sealing.secrets:
+        sealing.checked[key] = time.monotonic()  # what the create answers is what is there
+    else:
+        await _refresh(kube, sealing, manifest, settings.resync_seconds)
     item = RenderedItem("otherResources", ITEM, manifest, deletion_policy="Delete")
     first_pod = next((i for i, it in enumerate(rendered.items) if it.section == "pods"), None)
     items = list(rendered.items)
