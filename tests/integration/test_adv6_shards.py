@@ -375,6 +375,14 @@ async def test_tampered_instance_label_not_collected_by_other_shard(cluster, nam
         assert pvc not in [c.ref.name for c in summary.pruned]
         assert not k1.touched(pvc), k1.writes
         assert await kube.get(PVC, namespace, pvc) is not None
+        purge = seed_instance(namespace, b)
+        purge["spec"]["purge"] = True  # b's data asked gone: a's PVC is not b's
+        await put(kube, purge)
+        summary = await shard_pass(k1, namespace, 1, count)
+        assert not k1.touched(pvc), k1.writes
+        assert await kube.get(PVC, namespace, pvc) is not None
+        gone = await kube.get(PVC, namespace, f"{b}-workspace")  # deleted (or terminating)
+        assert gone is None or gone["metadata"].get("deletionTimestamp")
 
 
 @pytest.mark.xfail(
