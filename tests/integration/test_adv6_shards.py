@@ -491,3 +491,65 @@ def test_cli_bad_shard_is_a_clear_error(spec):
     assert done.returncode == 2, out
     assert "Traceback" not in out
     assert "--shard" in out
+
+
+class RelabelledInFlight(Recording):
+    """Injects a race the real thing makes only rarely: right after the apiserver created the
+    pod `target`, someone relabels it out of the shard's selection, and our apply's answer is
+    handled only once the pod watch has delivered that (a slow response)."""
+
+    def __init__(self, base: Kube, namespace: str, target: str):
+        super().__init__(base)
+        self.base, self.namespace, self.target = base, namespace, target
+        self.controller: Controller | None = None
+        self.fired = False
+
+    async def apply(self, manifest, **kw):
+        live = await super().apply(manifest, **kw)
+        meta = manifest["metadata"]
+        if self.fired or kw.get("dry_run") or manifest["kind"] != "Pod":
+            return live
+        if meta["name"] != self.target or kw.get("subresource"):
+            return live
+        self.fired = True
+        moved = await label_by_hand(self.base, POD, self.namespace, self.target, "x")
+        watch = next(i for i in self.controller.informers if i.res is POD)
+        rv = moved["metadata"]["resourceVersion"]
+        await wait_for(
+            lambda: watch.delivered_past(self.namespace, rv), timeout=60, message="watch"
+        )
+        return live
+
+
+async def test_pod_relabelled_while_its_create_is_answered(cluster, namespace):
+    """A pod relabelled out of the shard's selection just after the shard created it: the
+    watch says it left, then the shard handles its create's answer. The owner must still see
+    that the pod lacks its label and put it back (not keep the created version in its cache
+    for ever, blind to the pod's later changes)."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    a = name_in("a", namespace, 0, 2)
+    pod = f"{a}-notebook"
+    racing = RelabelledInFlight(kube, namespace, pod)
+    settings = Settings(
+        namespaces=(namespace,),
+        key_namespace=namespace,
+        shard=Shard(0, 2),
+        health_port=0,
+        status_interval_seconds=0.2,
+    )
+    stop = asyncio.Event()
+    racing.controller = controller = Controller(racing, settings)
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await wait_for(lambda: controller.synced() or task.done(), timeout=60)
+        await put(kube, seed_instance(namespace, a))
+        await wait_for(lambda: racing.fired or task.done(), timeout=60, message="race")
+
+        async def restored():
+            return bucket(await kube.get(POD, namespace, pod)) == bucket_of(namespace, a)
+
+        await wait_for(restored, timeout=30, message=f"{pod}'s bucket label put back")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
