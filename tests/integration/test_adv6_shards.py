@@ -238,6 +238,9 @@ async def test_hand_made_pod_with_our_labels_lures_no_shard(cluster, namespace):
         }
 
     stray = await put(kube, lure("stray"))
+    unbucketed = lure("unbucketed")  # no bucket: every shard lists all of ours while it exists
+    unbucketed["metadata"]["labels"] = {k: v for k, v in lure_labels.items() if k != BUCKET}
+    unbucketed = await put(kube, unbucketed)
     squatter = await put(kube, lure(f"{a}-notebook"))
     await put(kube, seed_instance(namespace, a))
     writers = [Recording(kube), Recording(kube)]
@@ -246,10 +249,10 @@ async def test_hand_made_pod_with_our_labels_lures_no_shard(cluster, namespace):
         assert not summary.pruned
     result = result_for(summary := await shard_pass(writers[0], namespace, 0, 2), a)
     assert result.reason == "NameConflict", result.error
-    for obj in (stray, squatter):  # the node runs them (status changes): none of it ours
+    for obj in (stray, squatter, unbucketed):  # the node runs them (status changes): not ours
         live = await kube.get(POD, namespace, obj["metadata"]["name"])
         assert live["metadata"]["uid"] == obj["metadata"]["uid"]
-        assert live["metadata"]["labels"] == lure_labels
+        assert live["metadata"]["labels"] == obj["metadata"]["labels"]
         assert OWNER not in (live["metadata"].get("annotations") or {})
         managers = {m["manager"] for m in live["metadata"]["managedFields"]}
         assert "jupyternetes-ssa" not in managers, managers
@@ -580,3 +583,40 @@ async def test_purge_of_instance_with_relabelled_pvc_is_not_reported_done(cluste
     live = await kube.get(PVC, namespace, pvc)
     still_there = live is not None and not live["metadata"].get("deletionTimestamp")
     assert not (status.get("phase") == "Purged" and still_there), (status.get("phase"), pvc)
+
+
+async def test_continuous_shard_collects_only_its_orphans_some_unlabelled(cluster, namespace):
+    """Continuous mode: orphaned PVCs (deletionPolicy Delete) of both shards, one of each
+    without its bucket label (so the shard lists all of ours): shard 0 collects exactly its
+    own, and sends nothing to shard 1's."""
+    kube = cluster.kube
+    await put(kube, _deletable_pvcs(seed_template(namespace)))
+    mine = [name_in("a", namespace, 0, 2, skip=i) for i in range(2)]
+    theirs = [name_in("b", namespace, 1, 2, skip=i) for i in range(2)]
+    for name in mine + theirs:
+        await put(kube, seed_instance(namespace, name))
+    for i in range(2):
+        await shard_pass(kube, namespace, i, 2)
+    await label_by_hand(kube, PVC, namespace, f"{mine[0]}-workspace", None)
+    await label_by_hand(kube, PVC, namespace, f"{theirs[0]}-workspace", None)
+    for name in mine + theirs:
+        await kube.delete(INSTANCE, namespace, name)
+    await wait_for(lambda: _no_instances(kube, namespace), timeout=60)
+    k0 = Recording(kube)
+    run = await _controller(k0, namespace, 0, 2)
+    try:
+
+        async def collected():
+            for name in mine:
+                live = await kube.get(PVC, namespace, f"{name}-workspace")
+                if live is not None and not live["metadata"].get("deletionTimestamp"):
+                    return False
+            return True
+
+        await wait_for(collected, timeout=60, message="shard 0's orphans collected")
+    finally:
+        await _stop(run)
+    for name in theirs:
+        live = await kube.get(PVC, namespace, f"{name}-workspace")
+        assert live is not None and not live["metadata"].get("deletionTimestamp")
+        assert not k0.touched(f"{name}-workspace"), k0.writes
