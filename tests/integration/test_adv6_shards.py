@@ -620,3 +620,37 @@ async def test_continuous_shard_collects_only_its_orphans_some_unlabelled(cluste
         live = await kube.get(PVC, namespace, f"{name}-workspace")
         assert live is not None and not live["metadata"].get("deletionTimestamp")
         assert not k0.touched(f"{name}-workspace"), k0.writes
+
+
+async def test_next_start_finds_its_relabelled_pvc(cluster, namespace):
+    """The user's PVC (kept, the default) relabelled into the other shard's bucket, the server
+    stopped (instance deleted) and started again (a new incarnation): the owner shard finds the
+    same PVC, user data and all, and re-labels it; the other shard never touches it."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    a = name_in("a", namespace, 0, 2)
+    await put(kube, seed_instance(namespace, a))
+    await shard_pass(kube, namespace, 0, 2)
+    pvc = f"{a}-workspace"
+    first = await label_by_hand(kube, PVC, namespace, pvc, other_bucket(namespace, a, 2))
+    await kube.delete(INSTANCE, namespace, a)
+    await wait_for(lambda: _no_instances(kube, namespace), timeout=60)
+    k1 = Recording(kube)
+    await shard_pass(k1, namespace, 1, 2)
+    await put(kube, seed_instance(namespace, a))
+    await shard_pass(k1, namespace, 1, 2)
+    assert not k1.touched(pvc), k1.writes
+    await wait_for(
+        lambda: _pod_gone(kube, namespace, f"{a}-notebook"), timeout=60, message="old pod gone"
+    )
+    summary = await shard_pass(kube, namespace, 0, 2)
+    assert result_for(summary, a).error == "", result_for(summary, a).error
+    live = await kube.get(PVC, namespace, pvc)
+    assert live["metadata"]["uid"] == first["metadata"]["uid"]
+    assert bucket(live) == bucket_of(namespace, a)
+    new_uid = (await kube.get(INSTANCE, namespace, a))["metadata"]["uid"]
+    assert live["metadata"]["annotations"][OWNER] == f"{namespace}/{a}/{new_uid}"
+
+
+async def _pod_gone(kube: Kube, namespace: str, name: str) -> bool:
+    return await kube.get(POD, namespace, name) is None
