@@ -501,9 +501,9 @@ class RelabelledInFlight(Recording):
     pod `target`, someone relabels it out of the shard's selection, and our apply's answer is
     handled only once the pod watch has delivered that (a slow response)."""
 
-    def __init__(self, base: Kube, namespace: str, target: str):
+    def __init__(self, base: Kube, namespace: str, target: str, delete: bool = False):
         super().__init__(base)
-        self.base, self.namespace, self.target = base, namespace, target
+        self.base, self.namespace, self.target, self.delete_it = base, namespace, target, delete
         self.controller: Controller | None = None
         self.fired = False
 
@@ -515,13 +515,48 @@ class RelabelledInFlight(Recording):
         if meta["name"] != self.target or kw.get("subresource"):
             return live
         self.fired = True
-        moved = await label_by_hand(self.base, POD, self.namespace, self.target, "x")
+        if self.delete_it:  # gone at once (no grace), as a node's eviction may leave it
+            path = f"/api/v1/namespaces/{self.namespace}/pods/{self.target}"
+            moved = await self.base.call("DELETE", path, params={"gracePeriodSeconds": 0})
+            rv = moved["metadata"]["resourceVersion"]  # its removal's version (no finalizer)
+        else:
+            moved = await label_by_hand(self.base, POD, self.namespace, self.target, "x")
+            rv = moved["metadata"]["resourceVersion"]
         watch = next(i for i in self.controller.informers if i.res is POD)
-        rv = moved["metadata"]["resourceVersion"]
         await wait_for(
             lambda: watch.delivered_past(self.namespace, rv), timeout=60, message="watch"
         )
         return live
+
+
+@pytest.mark.parametrize("shard", [Shard(0, 2), Shard()], ids=["sharded", "unsharded"])
+async def test_pod_deleted_while_its_create_is_answered_is_made_again(cluster, namespace, shard):
+    """The same race with the pod deleted: the reconciler must make it again (was a bug: the
+    create's answer put the deleted pod back in the cache, and the instance waited for a pod
+    that did not exist until the next re-list)."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    a = name_in("a", namespace, 0, 2)
+    pod = f"{a}-notebook"
+    racing = RelabelledInFlight(kube, namespace, pod, delete=True)
+    settings = Settings(
+        namespaces=(namespace,),
+        key_namespace=namespace,
+        shard=shard,
+        health_port=0,
+        status_interval_seconds=0.2,
+    )
+    stop = asyncio.Event()
+    racing.controller = controller = Controller(racing, settings)
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await wait_for(lambda: controller.synced() or task.done(), timeout=60)
+        await put(kube, seed_instance(namespace, a))
+        await wait_for(lambda: racing.fired or task.done(), timeout=60, message="race")
+        await wait_for(lambda: kube.get(POD, namespace, pod), timeout=30, message="pod again")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
 
 
 async def test_pod_relabelled_while_its_create_is_answered(cluster, namespace):
