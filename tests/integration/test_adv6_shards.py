@@ -689,3 +689,42 @@ async def test_next_start_finds_its_relabelled_pvc(cluster, namespace):
 
 async def _pod_gone(kube: Kube, namespace: str, name: str) -> bool:
     return await kube.get(POD, namespace, name) is None
+
+
+async def test_cli_once_shard_serves_its_own_and_reports_broken_without_traceback(
+    cluster, namespace
+):
+    """`reconcile --once --shard I/2` as a CronJob runs it: each run names only its own
+    instances; a broken one (missing template) makes the run exit 1 with its reason, no
+    traceback, and its shard's other instance is served."""
+    kube = cluster.kube
+    await put(kube, seed_template(namespace))
+    good = name_in("g", namespace, 0, 2)
+    broken = name_in("k", namespace, 0, 2)
+    other = name_in("o", namespace, 1, 2)
+    await put(kube, seed_instance(namespace, good))
+    await put(kube, seed_instance(namespace, broken, template="missing"))
+    await put(kube, seed_instance(namespace, other))
+
+    def run(spec: str) -> subprocess.CompletedProcess:
+        args = ["reconcile", "--once", "--shard", spec, "-n", namespace]
+        args += ["--key-namespace", namespace, "--kubeconfig", str(cluster.kubeconfig)]
+        return subprocess.run(
+            [sys.executable, "-m", "jupyternetes_ssa", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    first = await asyncio.to_thread(run, "0/2")
+    out = first.stdout + first.stderr
+    assert first.returncode == 1, out
+    assert "Traceback" not in out
+    assert f"{namespace}/{broken}:" in out and "TemplateNotFound" in out, out
+    assert f"{namespace}/{good}:" in out and f"{namespace}/{other}:" not in out, out
+    assert await kube.get(POD, namespace, f"{good}-notebook") is not None
+    assert await kube.get(POD, namespace, f"{other}-notebook") is None
+    second = await asyncio.to_thread(run, "1/2")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert f"{namespace}/{other}:" in out and f"{namespace}/{good}:" not in out, out
