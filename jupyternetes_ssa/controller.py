@@ -144,6 +144,17 @@ class Controller:
             ),
         ]
 
+    def _watched_past(self, obj: Manifest) -> bool:
+        """Whether the watch of the object's kind is past this version of it: an answer to our
+        own write that arrives after the watch removed the object must not bring it back."""
+        meta, key = obj["metadata"], identity(obj)[0]
+        for informer in self.informers:
+            if informer.res.kind_key == key:
+                return informer.delivered_past(
+                    meta.get("namespace", ""), meta.get("resourceVersion", "")
+                )
+        return False
+
     def _about_our_pod(self, event: Manifest) -> bool:
         """A shard keeps the events of its own pods (listed first: see _run_informer)."""
         involved = event.get("involvedObject", {})
@@ -399,6 +410,7 @@ class Controller:
         )
         owned = await owned_resources(self.kube, self.s)
         self.informers = self._informers(owned, await owned_selector(self.kube, self.s, owned))
+        self.observed.watched_past = self._watched_past
         tasks = self.tasks
         tasks += [
             asyncio.create_task(self._run_informer(i), name=f"informer {i.res.kind}")

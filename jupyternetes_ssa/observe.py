@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +159,8 @@ class Observed:
     # Changes the apiserver refused in place (apply.py), by object: (its resourceVersion, our
     # manifest's hash) -> the outcome, so the same refusal is not asked for again every pass.
     refused: dict[tuple[str, Key], tuple[tuple[str, str], Any]] = field(default_factory=dict)
+    # Continuous mode: whether the watch of an object's kind has delivered past its version.
+    watched_past: Callable[[Manifest], bool] | None = None
 
     @property
     def pods(self) -> dict[Key, Manifest]:
@@ -196,6 +198,8 @@ class Observed:
             return
         key = key_of(obj)
         held = store.get(key)
+        if held is None and self.watched_past is not None and self.watched_past(obj):
+            return  # the watch showed it, then its going: deleted, or out of our selection
         if held is None or _newer(obj, held):
             store[key] = cached(obj, applied)
 

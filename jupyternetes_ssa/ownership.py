@@ -65,6 +65,12 @@ def owner_of(obj: Manifest) -> Owner | None:
     return owner
 
 
+def disowned(obj: Manifest) -> bool:
+    """It carries an owner record that disagrees with it (tampered): no one's. Not an object
+    made before records (their labels name them), so never applied to nor collected."""
+    return OWNER in _annotations(obj) and owner_of(obj) is None
+
+
 def adopted(obj: Manifest) -> bool:
     return _annotations(obj).get(ADOPTED) == "true"
 

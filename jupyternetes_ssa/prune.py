@@ -18,7 +18,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity
-from jupyternetes_ssa.ownership import adopted, managed_by_us, owner_of
+from jupyternetes_ssa.ownership import adopted, disowned, managed_by_us, owner_of
 from jupyternetes_ssa.types import Manifest, ObjectRef, PruneCandidate
 
 Wanted = dict[Key, set[tuple[str, Key]] | None]  # instance -> objects it wants; None: unknown
@@ -49,6 +49,8 @@ def owner_key(obj: Manifest, by_label: _ByLabel) -> Key | None:
     recorded = owner_of(obj)
     if recorded is not None:
         return recorded.key
+    if disowned(obj):  # a record that disagrees: its labels do not tell whose it is either
+        return None
     return by_label.get(labels.instance_of(obj))
 
 
@@ -62,6 +64,8 @@ def _named_owner(obj: Manifest) -> Key:
 
 def _why(obj: Manifest, observed: Observed, by_label: _ByLabel, wanted: Wanted) -> str | None:
     """Why `obj` should go, or None when it should stay (or we cannot be sure)."""
+    if disowned(obj):
+        return None
     key = owner_key(obj, by_label)
     if key is None or key not in observed.instances:
         if _owned_by_an_instance(obj):
