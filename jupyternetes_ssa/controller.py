@@ -45,6 +45,7 @@ from jupyternetes_ssa.observe import (
 from jupyternetes_ssa.prune import Wanted, plan_prune, prune
 from jupyternetes_ssa.queue import WorkQueue
 from jupyternetes_ssa.reconcile import reconcile_instance
+from jupyternetes_ssa.relabel import strays, sweep
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.status import needs_write, urgent
 from jupyternetes_ssa.tenancy import template_key, uses_selector
@@ -89,6 +90,7 @@ class Controller:
         self.elector = LeaderElector(kube, settings) if settings.leader_elect else None
         self.kube = kube if self.elector is None else kube.fenced(self.elector.may_write)
         self.tasks: list[asyncio.Task] = []  # what must run for as long as we do
+        self.owned: list[Resource] = []  # the kinds of ours, known once run() starts
         self._event_cache: dict[Key, Manifest] = {}
         # when (monotonic) each instance's status was last written, or its first one held back
         self._status_clock: dict[Key, float] = {}
@@ -391,6 +393,10 @@ class Controller:
                 except ApiError as err:  # e.g. a 403: say so, and try again at the next resync
                     log.error("garbage collection failed: %s", err)
             await asyncio.sleep(self.s.resync_seconds)
+            try:  # objects moved out of this shard's buckets by hand come back into sight
+                await sweep(self.kube, self.s, self.owned)
+            except ApiError as err:
+                log.error("looking for objects outside this shard's buckets failed: %s", err)
             for key in list(self.observed.instances):
                 self.queue.add(key)
             if self._namespaces_refused() and any(
@@ -408,9 +414,12 @@ class Controller:
         await prepare(
             self.kube, self.observed.sealing, self.s.key_namespace, create=not self.s.dry_run
         )
-        owned = await owned_resources(self.kube, self.s)
-        self.informers = self._informers(owned, await owned_selector(self.kube, self.s, owned))
+        self.owned = owned = await owned_resources(self.kube, self.s)
+        selector = await owned_selector(self.kube, self.s, owned)
+        self.informers = self._informers(owned, selector)
         self.observed.watched_past = self._watched_past
+        if selector != labels.MANAGED_SELECTOR:  # what this shard's selection hides from it
+            self.observed.strays_of = lambda value: strays(self.kube, self.s, owned, value)
         tasks = self.tasks
         tasks += [
             asyncio.create_task(self._run_informer(i), name=f"informer {i.res.kind}")

@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from jupyternetes_ssa.kube import (
 )
 from jupyternetes_ssa.managed import applied_by, fold, packed, shared_copy
 from jupyternetes_ssa.ownership import Owner
+from jupyternetes_ssa.relabel import sweep
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.tenancy import uses_selector
 from jupyternetes_ssa.tokens import Sealing
@@ -161,6 +162,8 @@ class Observed:
     refused: dict[tuple[str, Key], tuple[tuple[str, str], Any]] = field(default_factory=dict)
     # Continuous mode: whether the watch of an object's kind has delivered past its version.
     watched_past: Callable[[Manifest], bool] | None = None
+    # A continuous shard that selects by bucket: this instance label's objects it cannot see.
+    strays_of: Callable[[str], Awaitable[list[Manifest]]] | None = None
 
     @property
     def pods(self) -> dict[Key, Manifest]:
@@ -327,9 +330,11 @@ async def owned_resources(kube: Kube, settings: Settings) -> list[Resource]:
 
 
 async def owned_selector(kube: Kube, settings: Settings, resources: list[Resource]) -> str:
-    """The label selector our objects are listed and watched with: a shard's buckets too
-    (Shard.selector), unless an object of ours was made before buckets were (it carries none:
-    then this run lists them all and filters itself; applying re-labels them for the next)."""
+    """The label selector a continuous shard lists and watches our objects with: its buckets
+    too (Shard.selector). Objects of ours without a bucket label (made before buckets) are
+    first relabelled if they are this shard's (relabel.py); if that cannot be done, every
+    object of ours is listed this run (never wrong, only slower). Once mode lists all of ours
+    (`observe`): a pass sees every object, so a bucket label edited by hand hides nothing."""
     buckets = settings.shard.selector
     if buckets is None:
         return labels.MANAGED_SELECTOR
@@ -339,12 +344,10 @@ async def owned_selector(kube: Kube, settings: Settings, resources: list[Resourc
         for ns in settings.namespaces or (None,)
     ]
     try:
-        unbucketed = any(await asyncio.gather(*probes))
-    except ApiError as err:  # unsure: listing all is never wrong, only slower
-        log.warning("could not look for objects without a shard bucket label: %s", err)
-        unbucketed = True
-    if unbucketed:
-        log.info("listing all of our objects this run (some carry no shard bucket label yet)")
+        if any(await asyncio.gather(*probes)):
+            await sweep(kube, settings, resources)
+    except ApiError as err:
+        log.warning("listing all of our objects this run: shard bucket labels unchecked: %s", err)
         return labels.MANAGED_SELECTOR
     return f"{labels.MANAGED_SELECTOR},{buckets}"
 
@@ -356,7 +359,7 @@ async def observe(kube: Kube, settings: Settings, resources: list[Resource]) -> 
     its instance was listed, so a brand-new instance's objects are never taken for orphans.
     """
     scope = settings.namespaces
-    managed = {"label_selector": await owned_selector(kube, settings, resources)}
+    managed = {"label_selector": labels.MANAGED_SELECTOR}
     owned = await asyncio.gather(*(_list_all(kube, res, scope, **managed) for res in resources))
     instances, templates, events = await asyncio.gather(
         _list_all(kube, INSTANCE, scope),

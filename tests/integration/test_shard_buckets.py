@@ -5,6 +5,8 @@ back by the object's own shard, and the other shard never writes to it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import pytest
@@ -12,9 +14,11 @@ from reconcile_helpers import once, owned, put, seed_instance, seed_template
 from test_shard import Writes, all_running, instance_of_write, shards, users
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.kube import POD, PVC, Kube
+from jupyternetes_ssa.controller import Controller
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.names import safe_label_value, safe_name
+from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import BUCKETS, Shard, bucket_of, shard_of
 
 pytestmark = pytest.mark.integration
@@ -89,7 +93,35 @@ def test_a_bucket_decides_the_shard_for_every_count_dividing_the_buckets():
     assert len(selected.split(",")) == BUCKETS // 4
 
 
-async def test_a_shard_is_sent_only_its_own_objects(cluster, kube: Kube, namespace: str):
+@contextlib.asynccontextmanager
+async def shard(kube: Kube, namespace: str, index: int, **settings):
+    """A continuous shard `index` of 2, synced on entry, stopped on exit."""
+    controller = Controller(
+        kube,
+        Settings(
+            namespaces=(namespace,),
+            key_namespace=namespace,
+            health_port=0,
+            shard=Shard(index, 2),
+            **settings,
+        ),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await wait_for(lambda: controller.synced() or task.done(), timeout=60, message="synced")
+        assert not task.done(), "the shard ended early"
+        yield controller
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+def selected(index: int) -> str:
+    return f"{labels.MANAGED_SELECTOR},{Shard(index, 2).selector}"
+
+
+async def test_a_continuous_shard_is_sent_only_its_own_objects(cluster, kube: Kube, namespace: str):
     names = users(namespace, 2, each=3)
     await _converged(kube, namespace, names)
     assert all(
@@ -98,21 +130,28 @@ async def test_a_shard_is_sent_only_its_own_objects(cluster, kube: Kube, namespa
 
     for index in range(2):
         spy = Lists(cluster.api)
-        summary = await once(spy, namespace, shard=Shard(index, 2))
-        mine = sum(shard_of(namespace, n, 2) == index for n in names)
-        assert summary.ok and len(summary.instances) == mine
-        assert {s for s, _ in spy.pages} == {
-            f"{labels.MANAGED_SELECTOR},{Shard(index, 2).selector}"
-        }
-        assert sum(n for _, n in spy.pages) == 2 * mine, "its pods and PVCs, not the other's"
-        assert all(o.action == "unchanged" for r in summary.instances for o in r.outcomes)
+        async with shard(spy, namespace, index) as controller:
+            mine = {(namespace, n) for n in names if shard_of(namespace, n, 2) == index}
+            assert set(controller.observed.instances) == mine
+        assert {s for s, _ in spy.pages} == {selected(index)}
+        assert sum(n for _, n in spy.pages) == 2 * len(mine), "its pods and PVCs only"
+
+
+async def test_once_mode_lists_every_object_of_ours(cluster, kube: Kube, namespace: str):
+    """A pass sees everything, so no bucket label (edited by hand or absent) hides anything."""
+    names = users(namespace, 2)
+    await _converged(kube, namespace, names)
+    spy = Lists(cluster.api)
+    summary = await once(spy, namespace, shard=Shard(0, 2))
+    assert summary.ok and {s for s, _ in spy.pages} == {labels.MANAGED_SELECTOR}
+    assert all(o.action == "unchanged" for r in summary.instances for o in r.outcomes)
 
 
 def instance_of(obj: dict) -> str:
     return (obj["metadata"].get("labels") or {})[labels.INSTANCE]
 
 
-async def test_objects_from_before_buckets_are_listed_whole_then_relabelled(
+async def test_objects_from_before_buckets_are_relabelled_before_a_shard_selects(
     cluster, kube: Kube, namespace: str
 ):
     names = users(namespace, 2)
@@ -121,19 +160,81 @@ async def test_objects_from_before_buckets_are_listed_whole_then_relabelled(
     await _strip_buckets(kube, namespace)
     assert not any(_bucket(o) for o in await _objects(kube, namespace))
 
-    for index in range(2):  # each shard: lists everything, serves its own, re-labels them
-        spy = Lists(cluster.api)
-        summary = await once(spy, namespace, shard=Shard(index, 2))
-        assert summary.ok and not summary.pruned
-        assert {s for s, _ in spy.pages} == {labels.MANAGED_SELECTOR}
-        assert not [o for r in summary.instances for o in r.outcomes if o.action == "created"]
+    spy = Lists(cluster.api)
+    async with shard(spy, namespace, 0) as controller:
+        mine = {n for n in names if shard_of(namespace, n, 2) == 0}
+        cached = {k[1] for store in controller.observed.owned.values() for k in store}
+        assert cached == {f"{n}-{s}" for n in mine for s in ("notebook", "workspace")}
+    assert selected(0) in {s for s, _ in spy.pages}
     after = await _objects(kube, namespace)
     assert {o["metadata"]["uid"] for o in after} == before, "nothing re-created or lost"
-    assert all(_bucket(o) == bucket_of(namespace, instance_of(o)) for o in after)
+    for obj in after:  # shard 0's relabelled; shard 1's left for shard 1
+        owner = instance_of(obj)
+        want = bucket_of(namespace, owner) if owner in mine else None
+        assert _bucket(obj) == want, obj["metadata"]["name"]
 
-    spy = Lists(cluster.api)
-    assert (await once(spy, namespace, shard=Shard(0, 2))).ok
-    assert {s for s, _ in spy.pages} == {f"{labels.MANAGED_SELECTOR},{Shard(0, 2).selector}"}
+
+async def _moved_out(kube: Kube, namespace: str) -> tuple[list[str], str]:
+    """Shard 0's instances (PVCs deletionPolicy Delete); the first one's PVC moved into shard
+    1's bucket by hand. (names, that PVC)"""
+    template = seed_template(namespace)
+    for claim in template["spec"]["pvcs"]:
+        claim["deletionPolicy"] = "Delete"
+    await put(kube, template)
+    names = [n for n in users(namespace, 2, each=2) if shard_of(namespace, n, 2) == 0]
+    await _converged(kube, namespace, names)
+    claim = f"{names[0]}-workspace"
+    elsewhere = next(str(b) for b in range(BUCKETS) if b % 2 == 1)
+    await kube.request(
+        "PATCH",
+        PVC,
+        namespace,
+        PVC.url(claim),
+        content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: elsewhere}}}).encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    return names, claim
+
+
+async def test_the_resync_sweep_brings_back_what_was_moved_out_of_a_shards_buckets(
+    cluster, kube: Kube, namespace: str
+):
+    names, claim = await _moved_out(kube, namespace)
+    async with shard(Kube(cluster.api), namespace, 0, resync_seconds=1) as controller:
+
+        async def back() -> bool:
+            return _bucket(await kube.get(PVC, namespace, claim)) == bucket_of(namespace, names[0])
+
+        await wait_for(back, timeout=60, message="the resync sweep relabelled it")
+        await wait_for(
+            lambda: (namespace, claim) in controller.observed.pvcs,
+            timeout=30,
+            message="and the shard's cache has it",
+        )
+
+
+async def test_a_purge_finds_a_pvc_moved_out_of_its_shards_buckets(
+    cluster, kube: Kube, namespace: str
+):
+    """No resync meanwhile: the purge itself looks outside the shard's selection."""
+    names, claim = await _moved_out(kube, namespace)
+    async with shard(Kube(cluster.api), namespace, 0, resync_seconds=3600):
+        purge = seed_instance(namespace, names[0])
+        purge["spec"]["purge"] = True
+        await put(kube, purge)
+
+        async def purged() -> str:
+            return ((await kube.get(INSTANCE, namespace, names[0])).get("status") or {}).get(
+                "phase", ""
+            )
+
+        await wait_for(lambda: _is(purged, "Purged"), timeout=60, message="Purged")
+        live = await kube.get(PVC, namespace, claim)
+        assert live is None or live["metadata"].get("deletionTimestamp"), "and it was deleted"
+
+
+async def _is(read, value) -> bool:
+    return await read() == value
 
 
 async def test_a_bucket_label_changed_or_removed_by_hand_is_put_back_by_its_own_shard(
