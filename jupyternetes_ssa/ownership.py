@@ -126,6 +126,8 @@ def claim(
         return Claim("create")
     recorded = owner_of(live)
     if recorded is None:
+        if disowned(live):
+            return Claim("conflict", "no instance: its owner record disagrees with its labels")
         if _legacy_of(live, instance):
             return Claim("mine")
         if managed_by_us(live):  # made by an older release, for another instance
