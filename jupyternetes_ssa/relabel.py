@@ -17,6 +17,7 @@ import logging
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.kube import ApiError, Kube, Resource
+from jupyternetes_ssa.ownership import disowned, managed_by_us
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import bucket_of, instance_key
 from jupyternetes_ssa.types import Manifest
@@ -35,7 +36,8 @@ def outside(settings: Settings, instance_label: str | None = None) -> str:
 async def strays(
     kube: Kube, settings: Settings, resources: list[Resource], instance_label: str | None = None
 ) -> list[Manifest]:
-    """This shard's objects outside its selection (of one instance label, if given)."""
+    """This shard's objects outside its selection (of one instance label, if given): ours by
+    our field manager too, not only by labels anyone can set, and not disowned."""
     selector = outside(settings, instance_label)
     lists = await asyncio.gather(
         *(
@@ -44,7 +46,12 @@ async def strays(
             for ns in settings.namespaces or (None,)
         )
     )
-    return [obj for found in lists for obj in found.items if settings.shard.owns_object(obj)]
+    return [
+        obj
+        for found in lists
+        for obj in found.items
+        if managed_by_us(obj) and not disowned(obj) and settings.shard.owns_object(obj)
+    ]
 
 
 async def relabel(kube: Kube, strays_: list[Manifest]) -> int:

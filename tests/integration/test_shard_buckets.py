@@ -278,3 +278,47 @@ async def test_a_bucket_label_changed_or_removed_by_hand_is_put_back_by_its_own_
         assert victim not in {instance_of_write(w, names) for w in writes.by(other)}
         pods, _ = await owned(kube, namespace, safe_label_value(victim))
         assert len(pods) == 1, "no second pod"
+
+
+async def test_a_sweep_never_relabels_an_object_that_only_wears_our_labels(
+    cluster, kube: Kube, namespace: str
+):
+    """Hand-made pods with our managed-by and instance labels (one with a forged owner record
+    naming the instance), none of our field manager: the start's sweep writes to none."""
+    names = [n for n in users(namespace, 2) if shard_of(namespace, n, 2) == 0]
+    await _converged(kube, namespace, names)
+    instance = await kube.get(INSTANCE, namespace, names[0])
+    record = f"{namespace}/{names[0]}/{instance['metadata']['uid']}"
+    lures = {"lure-plain": {}, "lure-recorded": {"jupyternetes-ssa.kadense.io/owner": record}}
+    for name, notes in lures.items():
+        await kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "annotations": notes,
+                    "labels": {
+                        labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                        labels.INSTANCE: names[0],
+                    },
+                },
+                "spec": {
+                    "schedulerName": "nobody",  # never scheduled: only we could change it
+                    "containers": [{"name": "c", "image": "busybox:1.36"}],
+                },
+            }
+        )
+    before = {n: await kube.get(POD, namespace, n) for n in lures}
+
+    async with shard(Kube(cluster.api), namespace, 0):
+        pass
+
+    for name, pod in before.items():
+        live = await kube.get(POD, namespace, name)
+        assert live["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"], (
+            name,
+            [m["manager"] for m in live["metadata"]["managedFields"]],
+        )
+        assert _bucket(live) is None
