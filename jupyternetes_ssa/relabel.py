@@ -17,6 +17,7 @@ import logging
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.kube import ApiError, Kube, Resource
+from jupyternetes_ssa.ownership import disowned, managed_by_us
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import bucket_of, instance_key
 from jupyternetes_ssa.types import Manifest
@@ -44,7 +45,13 @@ async def strays(
             for ns in settings.namespaces or (None,)
         )
     )
-    return [obj for found in lists for obj in found.items if settings.shard.owns_object(obj)]
+    return [obj for found in lists for obj in found.items if _ours(settings, obj)]
+
+
+def _ours(settings: Settings, obj: Manifest) -> bool:
+    """This shard's, as garbage collection judges it: our label and field manager (a record
+    or labels made by hand are no claim), and no owner record that disagrees with the labels."""
+    return managed_by_us(obj) and not disowned(obj) and settings.shard.owns_object(obj)
 
 
 async def relabel(kube: Kube, strays_: list[Manifest]) -> int:
