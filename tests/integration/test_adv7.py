@@ -12,8 +12,11 @@ import json
 
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.keys import ensure, read_public_key
-from jupyternetes_ssa.kube import INSTANCE, PVC, SECRET, Kube
+from jupyternetes_ssa.kube import INSTANCE, POD, PVC, SECRET, Kube
+from jupyternetes_ssa.local_cluster import wait_for
+from jupyternetes_ssa.observe import observe, owned_resources
 from jupyternetes_ssa.ownership import OWNER
+from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.relabel import RELABEL_MANAGER, relabel, strays, sweep
 from jupyternetes_ssa.sealing import seal
 from jupyternetes_ssa.settings import Settings
@@ -21,6 +24,7 @@ from jupyternetes_ssa.shard import Shard, bucket_of, shard_of
 from tests.integration.reconcile_helpers import (
     condition,
     once,
+    owned,
     put,
     result_for,
     seed_instance,
@@ -273,3 +277,56 @@ async def test_secret_replaced_by_hand_while_the_server_runs(cluster, namespace)
     assert record.endswith(instance["metadata"]["uid"])
     before = await put(kube, hand_secret(namespace, "erin", ours("erin"), {OWNER: record}))
     await _assert_refused_untouched(kube, namespace, "erin", before)
+
+
+# --- a purge and a hidden stray ------------------------------------------------------------
+
+
+async def _none_left(kube: Kube, namespace: str, name: str) -> bool:
+    return not (await owned(kube, namespace, name))[0]
+
+
+async def test_purge_is_not_reported_done_while_a_hidden_stray_remains(cluster, namespace):
+    """A continuous shard purging an instance finds a PVC of it outside its buckets; between
+    its list and its relabel patch the PVC changes (its status, a human's annotation): the
+    patch is refused (409). The PVC still exists, hidden: the purge must not say Purged.
+
+    Fault injection: the stray list is the real list, and the change in between is a real
+    patch; only their order is forced (a watch-driven shard cannot be paused there on demand).
+    """
+    kube = cluster.kube
+    name = name_on(ONE, namespace, "purge")
+    stray = await _served_pvc(kube, namespace, name)
+    pvc_name = stray["metadata"]["name"]
+    purged = seed_instance(namespace, name)
+    purged["spec"]["purge"] = True
+    await put(kube, purged)
+    for pod in (await owned(kube, namespace, name))[0]:  # only the hidden PVC is left
+        await kube.delete(POD, namespace, pod["metadata"]["name"], grace_seconds=0)
+    await wait_for(
+        lambda: _none_left(kube, namespace, name), timeout=60, message=f"pods of {name} gone"
+    )
+    shard = settings(namespace, ONE)
+    resources = await owned_resources(kube, shard)
+    observed = await observe(kube, shard, resources)
+    observed.forget(stray)  # the shard's selection does not show it
+
+    async def strays_then_changed(value: str) -> list[dict]:
+        found = await strays(kube, shard, resources, value)
+        await kube.request(
+            "PATCH",
+            PVC,
+            namespace,
+            PVC.url(pvc_name),
+            content=json.dumps({"metadata": {"annotations": {"touched": "yes"}}}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+            params={"fieldManager": "a-human"},
+        )
+        return found
+
+    observed.strays_of = strays_then_changed
+    instance = observed.instances[(namespace, name)]
+    await reconcile_instance(kube, observed, instance, shard)
+    assert await kube.get(PVC, namespace, pvc_name) is not None
+    status = await status_of(kube, namespace, name)
+    assert status.get("phase") != "Purged", status
