@@ -16,7 +16,7 @@ import json
 import logging
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.kube import ApiError, Kube, Resource
+from jupyternetes_ssa.kube import ApiError, Kube, NotLeading, Resource
 from jupyternetes_ssa.ownership import disowned, managed_by_us
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import bucket_of, instance_key
@@ -84,6 +84,8 @@ async def _relabel_one(kube: Kube, obj: Manifest) -> bool:
             headers={"Content-Type": "application/merge-patch+json"},
             params={"fieldManager": RELABEL_MANAGER},
         )
+    except NotLeading:
+        raise  # not ours to write yet (a standby's start): the caller must not assume it done
     except ApiError as err:
         if err.status not in (404, 409):
             log.warning(

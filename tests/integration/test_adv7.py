@@ -14,7 +14,7 @@ from jupyternetes_ssa import labels
 from jupyternetes_ssa.keys import ensure, read_public_key
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, SECRET, Kube
 from jupyternetes_ssa.local_cluster import wait_for
-from jupyternetes_ssa.observe import observe, owned_resources
+from jupyternetes_ssa.observe import observe, owned_resources, owned_selector
 from jupyternetes_ssa.ownership import OWNER
 from jupyternetes_ssa.reconcile import reconcile_instance
 from jupyternetes_ssa.relabel import RELABEL_MANAGER, relabel, strays, sweep
@@ -330,3 +330,24 @@ async def test_purge_is_not_reported_done_while_a_hidden_stray_remains(cluster, 
     assert await kube.get(PVC, namespace, pvc_name) is not None
     status = await status_of(kube, namespace, name)
     assert status.get("phase") != "Purged", status
+
+
+# --- the start sweep of a replica that does not lead yet -------------------------------------
+
+
+async def test_start_sweep_before_leadership_hides_nothing(cluster, namespace):
+    """With --leader-elect a shard chooses its selection (and sweeps) before it has its Lease,
+    so every relabel is refused by its own fence. Then the objects still without a bucket
+    label must not be hidden: the shard lists all of ours this run (README: "never wrong,
+    only slower"), rather than selecting buckets that miss them.
+
+    The fence is the real one (Kube.fenced) in the state of a replica not yet leading."""
+    kube = cluster.kube
+    name = name_on(ONE, namespace, "lead")
+    stray = await _served_pvc(kube, namespace, name)
+    shard = settings(namespace, ONE)
+    standby = kube.fenced(lambda: False)
+    resources = await owned_resources(standby, shard)
+    selector = await owned_selector(standby, shard, resources)
+    assert await bucket_label(kube, namespace, stray["metadata"]["name"]) is None
+    assert selector == labels.MANAGED_SELECTOR, selector
