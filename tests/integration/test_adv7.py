@@ -7,10 +7,13 @@ not ours (made by hand, whatever labels and owner record it carries) must never 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 
 from jupyternetes_ssa import labels
+from jupyternetes_ssa.controller import Controller
 from jupyternetes_ssa.keys import ensure, read_public_key
 from jupyternetes_ssa.kube import INSTANCE, POD, PVC, SECRET, Kube
 from jupyternetes_ssa.local_cluster import wait_for
@@ -351,3 +354,78 @@ async def test_start_sweep_before_leadership_hides_nothing(cluster, namespace):
     selector = await owned_selector(standby, shard, resources)
     assert await bucket_label(kube, namespace, stray["metadata"]["name"]) is None
     assert selector == labels.MANAGED_SELECTOR, selector
+
+
+# --- continuous mode -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running(kube: Kube, shard: Settings):
+    """A continuous reconciler in this process, stopped (exit 0) on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(Controller(kube, shard).run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+async def _reason(kube: Kube, namespace: str, name: str) -> str | None:
+    return condition(await status_of(kube, namespace, name), "Degraded").get("reason")
+
+
+async def test_continuous_shard_refuses_a_forged_token_secret_and_relabels_its_own(
+    cluster, namespace
+):
+    """A continuous shard: a hand-made token Secret with a forged record is refused and left
+    as it was; meanwhile the shard relabels its own stray PVC at its resync, and a human who
+    moves the label away again sees it come back (once per resync, not a tight loop)."""
+    kube = cluster.kube
+    mine = name_on(ONE, namespace, "cont")
+    stray = await _served_pvc(kube, namespace, mine)
+    pvc_name = stray["metadata"]["name"]
+    victim = name_on(ONE, namespace, "victim")
+    before = await put(
+        kube,
+        hand_secret(namespace, victim, ours(victim), {OWNER: f"{namespace}/{victim}/gone"}),
+    )
+    await _sealed(kube, namespace, victim, "victim-token")
+    shard = Settings(
+        namespaces=(namespace,),
+        shard=ONE,
+        key_namespace=namespace,
+        resync_seconds=2,
+        health_port=0,
+    )
+    want = bucket_of(namespace, mine)
+    async with running(kube, shard):
+        await wait_for(
+            lambda: _reason(kube, namespace, victim),
+            timeout=60,
+            message=f"{victim} reports its conflict",
+        )
+        assert await _reason(kube, namespace, victim) == "TokenSecretConflict"
+        after = await kube.get(SECRET, namespace, f"{victim}-hub-token")
+        assert after["data"] == before["data"]
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+        async def relabelled() -> bool:
+            return await bucket_label(kube, namespace, pvc_name) == want
+
+        await wait_for(relabelled, timeout=60, message="the stray relabelled at a resync")
+
+        other = str((int(want) + 1) % 256)  # a human moves it to another shard's bucket
+        await kube.request(
+            "PATCH",
+            PVC,
+            namespace,
+            PVC.url(pvc_name),
+            content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: other}}}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"},
+            params={"fieldManager": "a-human"},
+        )
+        assert await bucket_label(kube, namespace, pvc_name) == other
+        await wait_for(relabelled, timeout=60, message="the moved stray back at a resync")
+        live = await kube.get(PVC, namespace, pvc_name)
+        assert live["metadata"]["uid"] == stray["metadata"]["uid"]  # relabelled, not re-made
