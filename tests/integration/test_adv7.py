@@ -180,6 +180,36 @@ async def test_relabel_of_a_changed_or_deleted_object_is_left_to_the_next_sweep(
     assert await relabel(kube, [gone]) == 0
 
 
+async def test_relabel_of_an_object_replaced_by_a_hand_made_one(cluster, namespace):
+    """Between the list and the patch, our stray is deleted and a PVC of the same name made by
+    hand with our labels: the resourceVersion precondition refuses the patch (409), the
+    hand-made PVC is not written."""
+    kube = cluster.kube
+    name = name_on(ONE, namespace, "swap")
+    stray = await _served_pvc(kube, namespace, name)
+    pvc_name = stray["metadata"]["name"]
+    found = await strays(kube, settings(namespace, ONE), [PVC])
+    assert [o["metadata"]["name"] for o in found] == [pvc_name]
+    for pod in (await owned(kube, namespace, name))[0]:  # the PVC is protected while used
+        await kube.delete(POD, namespace, pod["metadata"]["name"], grace_seconds=0)
+    await kube.delete(PVC, namespace, pvc_name, grace_seconds=0)
+    await wait_for(
+        lambda: _absent(kube, namespace, pvc_name), timeout=60, message=f"{pvc_name} gone"
+    )
+    made = await put(
+        kube, pvc(namespace, pvc_name, ours(name), dict(stray["metadata"]["annotations"]))
+    )
+    assert await relabel(kube, found) == 0
+    live = await kube.get(PVC, namespace, pvc_name)
+    assert live["metadata"]["uid"] == made["metadata"]["uid"]
+    assert labels.SHARD_BUCKET not in live["metadata"]["labels"]
+    assert not relabel_managed(live)
+
+
+async def _absent(kube: Kube, namespace: str, name: str) -> bool:
+    return await kube.get(PVC, namespace, name) is None
+
+
 # --- the sealed token's start ----------------------------------------------------------------
 
 
