@@ -459,3 +459,49 @@ async def test_continuous_shard_refuses_a_forged_token_secret_and_relabels_its_o
         await wait_for(relabelled, timeout=60, message="the moved stray back at a resync")
         live = await kube.get(PVC, namespace, pvc_name)
         assert live["metadata"]["uid"] == stray["metadata"]["uid"]  # relabelled, not re-made
+
+
+async def test_purge_keeps_a_hidden_adopted_pvc_and_finishes(cluster, namespace):
+    """An adopted PVC (a migration) hidden from its shard by a moved label: the purge brings it
+    back into sight (it is ours by adoption) but never deletes it, and still says Purged."""
+    kube = cluster.kube
+    name = name_on(ONE, namespace, "adopt")
+    template = seed_template(namespace)
+    template["spec"]["pvcs"][0]["resourceName"] = "claim-{jupyternetes.instance.name}"
+    template["spec"]["pvcs"][0]["adopt"] = True
+    await put(kube, template)
+    made = await put(kube, pvc(namespace, f"claim-{name}", {"user-made": "yes"}))
+    await put(kube, seed_instance(namespace, name))
+    assert result_for(await once(kube, namespace), name).error == ""
+    live = await kube.get(PVC, namespace, f"claim-{name}")
+    assert live["metadata"]["annotations"]["jupyternetes-ssa.kadense.io/adopted"] == "true"
+    await kube.request(
+        "PATCH",
+        PVC,
+        namespace,
+        PVC.url(f"claim-{name}"),
+        content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: None}}}).encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+        params={"fieldManager": "a-human"},
+    )
+    purged = seed_instance(namespace, name)
+    purged["spec"]["purge"] = True
+    await put(kube, purged)
+    shard = settings(namespace, ONE)
+    resources = await owned_resources(kube, shard)
+
+    async def purge_pass() -> dict:
+        observed = await observe(kube, shard, resources)
+        if await bucket_label(kube, namespace, f"claim-{name}") is None:
+            observed.forget(live)  # hidden from the shard's selection
+        observed.strays_of = lambda value: strays(kube, shard, resources, value)
+        await reconcile_instance(kube, observed, observed.instances[(namespace, name)], shard)
+        return await status_of(kube, namespace, name)
+
+    async def purged_done() -> bool:
+        return (await purge_pass()).get("phase") == "Purged"
+
+    await wait_for(purged_done, timeout=60, message=f"{name} Purged")
+    kept = await kube.get(PVC, namespace, f"claim-{name}")
+    assert kept["metadata"]["uid"] == made["metadata"]["uid"]
+    assert kept["metadata"]["labels"][labels.SHARD_BUCKET] == bucket_of(namespace, name)
