@@ -331,6 +331,9 @@ def _plans(
     for item in items:
         live = live_of(item)
         decision = ownership.claim(live, owner, alive, item.adopt)
+        if item.item == TOKEN_ITEM and live is not None and not ownership.managed_by_us(live):
+            # a record and labels can be forged by hand; our field manager is what we wrote
+            decision = ownership.Claim("conflict", "someone else (the reconciler did not write it)")
         if not decision.allowed:
             refused[item.ref] = _conflict(item, live, decision.holder)
         desired = stamped(item, owner, live, decision.verdict)

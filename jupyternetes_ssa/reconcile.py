@@ -23,10 +23,11 @@ from jupyternetes_ssa.errors import (
 from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, kind_key
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
-from jupyternetes_ssa.ownership import Owner, owner_of
+from jupyternetes_ssa.ownership import Owner, adopted, owner_of
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.relabel import relabel
 from jupyternetes_ssa.settings import Settings
+from jupyternetes_ssa.shard import instance_key
 from jupyternetes_ssa.status import (
     ItemView,
     instance_status,
@@ -252,7 +253,14 @@ async def _purge(
         )
     left = remaining(observed, ns, name)
     if observed.strays_of is not None and not settings.dry_run:  # hidden from a shard's caches
-        left += await relabel(kube, await observed.strays_of(safe_label_value(name)))
+        # each one found still exists, relabelled or not (a 409 leaves it to the next pass)
+        hidden = [
+            o
+            for o in await observed.strays_of(safe_label_value(name))
+            if instance_key(o) == (ns, name)
+        ]
+        await relabel(kube, hidden)
+        left += sum(1 for o in hidden if not adopted(o))  # a purge keeps adopted ones
     status = purge_status(instance, left, now=now(), error=result.error)
     result.status_written = await write_status(kube, observed, instance, status, settings.dry_run)
     if left and not result.error:

@@ -16,7 +16,7 @@ import json
 import logging
 
 from jupyternetes_ssa import labels
-from jupyternetes_ssa.kube import ApiError, Kube, Resource
+from jupyternetes_ssa.kube import ApiError, Kube, NotLeading, Resource
 from jupyternetes_ssa.ownership import disowned, managed_by_us
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import bucket_of, instance_key
@@ -46,12 +46,13 @@ async def strays(
             for ns in settings.namespaces or (None,)
         )
     )
-    return [
-        obj
-        for found in lists
-        for obj in found.items
-        if managed_by_us(obj) and not disowned(obj) and settings.shard.owns_object(obj)
-    ]
+    return [obj for found in lists for obj in found.items if _ours(settings, obj)]
+
+
+def _ours(settings: Settings, obj: Manifest) -> bool:
+    """This shard's, as garbage collection judges it: our label and field manager (a record
+    or labels made by hand are no claim), and no owner record that disagrees with the labels."""
+    return managed_by_us(obj) and not disowned(obj) and settings.shard.owns_object(obj)
 
 
 async def relabel(kube: Kube, strays_: list[Manifest]) -> int:
@@ -84,6 +85,8 @@ async def _relabel_one(kube: Kube, obj: Manifest) -> bool:
             headers={"Content-Type": "application/merge-patch+json"},
             params={"fieldManager": RELABEL_MANAGER},
         )
+    except NotLeading:
+        raise  # not ours to write yet (a standby's start): the caller must not assume it done
     except ApiError as err:
         if err.status not in (404, 409):
             log.warning(
