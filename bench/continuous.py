@@ -23,7 +23,7 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -407,20 +407,16 @@ async def orphan_gc(env: Env, ns: str, n: int) -> dict[str, Any]:
         before = await env.scraper.snapshot()
         async with Reconciler(env, ns, f"ours-orphan-gc-{n}") as rec:
             ready_s = await rec.wait_ready(env.deadline(n))
-            await wait_for(
-                lambda: seen.undeleted_pods_of(names) == 0,
-                timeout=env.deadline(n),
-                interval=0.05,
-                message="every orphan pod deleted",
-            )
-            deleted_s = time.monotonic() - rec.started
-            await wait_for(
-                lambda: seen.pods_of(names) == 0,
-                timeout=env.deadline(n),
-                interval=0.05,
-                message="the orphan pods gone",
-            )
-            gone_s = time.monotonic() - rec.started
+
+            async def until(count: Callable[[set[str]], int], what: str) -> float:
+                """Seconds from the reconciler's start until no orphan pod is counted."""
+                await wait_for(
+                    lambda: count(names) == 0, timeout=env.deadline(n), interval=0.05, message=what
+                )
+                return time.monotonic() - rec.started
+
+            deleted_s = await until(seen.undeleted_pods_of, "every orphan pod deleted")
+            gone_s = await until(seen.pods_of, "the orphan pods gone")
             pruned = metric_total(await rec.metrics(), "jupyternetes_pruned_total")
             sample = rec.sample()
         requests, context = window(before, await env.scraper.snapshot())

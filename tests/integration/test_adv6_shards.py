@@ -289,11 +289,9 @@ def _deletable_pvcs(template: dict) -> dict:
     return edited(template, change)
 
 
-async def test_orphans_collected_by_their_shard_only_some_unlabelled(cluster, namespace):
-    """Orphaned PVCs (deletionPolicy Delete, instances deleted), one of them without its bucket
-    label: shard 0 collects exactly its own orphans, labelled or not; shard 1's stay until
-    shard 1 runs."""
-    kube = cluster.kube
+async def _orphans_of_both_shards(kube: Kube, namespace: str) -> tuple[list[str], list[str]]:
+    """Two instances of each shard of 2 (PVCs deletionPolicy Delete), served, one PVC of each
+    without its bucket label, then every instance deleted: (shard 0's names, shard 1's)."""
     await put(kube, _deletable_pvcs(seed_template(namespace)))
     mine = [name_in("a", namespace, 0, 2, skip=i) for i in range(2)]
     theirs = [name_in("b", namespace, 1, 2, skip=i) for i in range(2)]
@@ -306,6 +304,15 @@ async def test_orphans_collected_by_their_shard_only_some_unlabelled(cluster, na
     for name in mine + theirs:
         await kube.delete(INSTANCE, namespace, name)
     await wait_for(lambda: _no_instances(kube, namespace), timeout=60, message="instances deleted")
+    return mine, theirs
+
+
+async def test_orphans_collected_by_their_shard_only_some_unlabelled(cluster, namespace):
+    """Orphaned PVCs (deletionPolicy Delete, instances deleted), one of them without its bucket
+    label: shard 0 collects exactly its own orphans, labelled or not; shard 1's stay until
+    shard 1 runs."""
+    kube = cluster.kube
+    mine, theirs = await _orphans_of_both_shards(kube, namespace)
     k0 = Recording(kube)
     summary = await shard_pass(k0, namespace, 0, 2)
     assert sorted(c.ref.name for c in summary.pruned) == sorted(f"{n}-workspace" for n in mine)
@@ -612,18 +619,7 @@ async def test_continuous_shard_collects_only_its_orphans_some_unlabelled(cluste
     without its bucket label (so the shard lists all of ours): shard 0 collects exactly its
     own, and sends nothing to shard 1's."""
     kube = cluster.kube
-    await put(kube, _deletable_pvcs(seed_template(namespace)))
-    mine = [name_in("a", namespace, 0, 2, skip=i) for i in range(2)]
-    theirs = [name_in("b", namespace, 1, 2, skip=i) for i in range(2)]
-    for name in mine + theirs:
-        await put(kube, seed_instance(namespace, name))
-    for i in range(2):
-        await shard_pass(kube, namespace, i, 2)
-    await label_by_hand(kube, PVC, namespace, f"{mine[0]}-workspace", None)
-    await label_by_hand(kube, PVC, namespace, f"{theirs[0]}-workspace", None)
-    for name in mine + theirs:
-        await kube.delete(INSTANCE, namespace, name)
-    await wait_for(lambda: _no_instances(kube, namespace), timeout=60)
+    mine, theirs = await _orphans_of_both_shards(kube, namespace)
     k0 = Recording(kube)
     run = await _controller(k0, namespace, 0, 2)
     try:

@@ -34,6 +34,7 @@ from tests.integration.reconcile_helpers import (
     seed_template,
     status_of,
 )
+from tests.integration.test_adv6_shards import label_by_hand
 
 ZERO = Shard(0, 2)
 ONE = Shard(1, 2)
@@ -164,15 +165,7 @@ async def test_relabel_of_a_changed_or_deleted_object_is_left_to_the_next_sweep(
     found = await strays(kube, settings(namespace, ONE), [PVC])
     assert [o["metadata"]["name"] for o in found] == [pvc_name]
     other = str((int(bucket_of(namespace, name)) + 1) % 256)
-    await kube.request(
-        "PATCH",
-        PVC,
-        namespace,
-        PVC.url(pvc_name),
-        content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: other}}}).encode(),
-        headers={"Content-Type": "application/merge-patch+json"},
-        params={"fieldManager": "a-human"},
-    )
+    await label_by_hand(kube, PVC, namespace, pvc_name, other)
     assert await relabel(kube, found) == 0
     assert await bucket_label(kube, namespace, pvc_name) == other
     # a stale view of an object since deleted: 404, nothing raised
@@ -446,15 +439,7 @@ async def test_continuous_shard_refuses_a_forged_token_secret_and_relabels_its_o
         await wait_for(relabelled, timeout=60, message="the stray relabelled at a resync")
 
         other = str((int(want) + 1) % 256)  # a human moves it to another shard's bucket
-        await kube.request(
-            "PATCH",
-            PVC,
-            namespace,
-            PVC.url(pvc_name),
-            content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: other}}}).encode(),
-            headers={"Content-Type": "application/merge-patch+json"},
-            params={"fieldManager": "a-human"},
-        )
+        await label_by_hand(kube, PVC, namespace, pvc_name, other)
         assert await bucket_label(kube, namespace, pvc_name) == other
         await wait_for(relabelled, timeout=60, message="the moved stray back at a resync")
         live = await kube.get(PVC, namespace, pvc_name)
@@ -475,15 +460,7 @@ async def test_purge_keeps_a_hidden_adopted_pvc_and_finishes(cluster, namespace)
     assert result_for(await once(kube, namespace), name).error == ""
     live = await kube.get(PVC, namespace, f"claim-{name}")
     assert live["metadata"]["annotations"]["jupyternetes-ssa.kadense.io/adopted"] == "true"
-    await kube.request(
-        "PATCH",
-        PVC,
-        namespace,
-        PVC.url(f"claim-{name}"),
-        content=json.dumps({"metadata": {"labels": {labels.SHARD_BUCKET: None}}}).encode(),
-        headers={"Content-Type": "application/merge-patch+json"},
-        params={"fieldManager": "a-human"},
-    )
+    await label_by_hand(kube, PVC, namespace, f"claim-{name}", None)
     purged = seed_instance(namespace, name)
     purged["spec"]["purge"] = True
     await put(kube, purged)
