@@ -231,9 +231,7 @@ async def running(kube: Kube, namespace: str):
         assert await asyncio.wait_for(task, 60) == 0
 
 
-async def test_continuous_forged_pvcs_are_refused_kept_and_ours_still_collected(
-    cluster, namespace
-):
+async def test_continuous_forged_pvcs_are_refused_kept_and_ours_still_collected(cluster, namespace):
     """In continuous mode (objects from the informers' caches, managedFields packed and folded):
     a forged PVC for ann's live uid and one for eve's dead earlier uid are refused and left as
     they are, and survive their instances; bob's own objects (PVC bound by the controller

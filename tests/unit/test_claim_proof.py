@@ -122,9 +122,7 @@ def test_adopt_never_takes_an_unproven_object_naming_another_live_instance():
 def test_the_caches_keep_the_proof():
     """Continuous mode caches our objects packed and folded: our entry survives, and a
     hand-made one's absence of it too."""
-    ours = pvc(
-        ME, entry(FIELD_MANAGER), entry("kubelet", "Update", subresource="status")
-    )
+    ours = pvc(ME, entry(FIELD_MANAGER), entry("kubelet", "Update", subresource="status"))
     kept = cached(ours)
     assert [m["manager"] for m in kept["metadata"]["managedFields"]] == [FIELD_MANAGER]
     assert claim(kept, ME, alive(ME), adopt=False).verdict == "mine"
