@@ -115,16 +115,22 @@ async def record_for(kube: Kube, namespace: str, name: str, incarnation: str) ->
 # --- once mode -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("labelled", [True, False], ids=["listed", "read-after-guard"])
 @pytest.mark.parametrize("incarnation", ["current", "earlier"])
 async def test_once_a_forged_pvc_is_never_applied_mounted_nor_collected(
-    cluster, namespace, incarnation
+    cluster, namespace, incarnation, labelled
 ):
+    """With our labels it is in the pass's lists; without, the create-only guard trips on it
+    and it is read with a GET: judged alike."""
     kube = cluster.kube
     await put(kube, collected_template(namespace))
     await put(kube, seed_instance(namespace, "ann"))
     await put(kube, seed_instance(namespace, "bob"))  # positive control: our own objects
     record = await record_for(kube, namespace, "ann", incarnation)
-    made = await kubectl_create(kube, forged_pvc(namespace, "ann-workspace", "ann", record))
+    forged = forged_pvc(namespace, "ann-workspace", "ann", record)
+    if not labelled:
+        forged["metadata"]["labels"] = {"made-by": "hand"}
+    made = await kubectl_create(kube, forged)
 
     summary = await once(kube, namespace)
 
