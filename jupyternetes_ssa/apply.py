@@ -310,7 +310,8 @@ def _guard_tripped(err: ApiError) -> bool:
     )
 
 
-def _conflict(item: RenderedItem, live: Manifest, holder: str) -> ItemOutcome:
+def _conflict(item: RenderedItem, decision: ownership.Claim) -> ItemOutcome:
+    holder = decision.holder
     if item.item == TOKEN_ITEM:  # its name is not the admin's to change: no resourceName fix
         message = (
             f"{item.ref} exists and is not this instance's token Secret (it belongs to {holder}); "
@@ -318,8 +319,7 @@ def _conflict(item: RenderedItem, live: Manifest, holder: str) -> ItemOutcome:
             "write)"
         )
         return ItemOutcome(item, "failed", None, message, reason="TokenSecretConflict")
-    adoptable = ownership.owner_of(live) is None and not ownership.managed_by_us(live)
-    message = ownership.conflict_message(str(item.ref), holder, item.item, adoptable)
+    message = ownership.conflict_message(str(item.ref), holder, item.item, decision.adoptable)
     return ItemOutcome(item, "failed", None, message, reason="NameConflict")
 
 
@@ -331,11 +331,8 @@ def _plans(
     for item in items:
         live = live_of(item)
         decision = ownership.claim(live, owner, alive, item.adopt)
-        if item.item == TOKEN_ITEM and live is not None and not ownership.managed_by_us(live):
-            # a record and labels can be forged by hand; our field manager is what we wrote
-            decision = ownership.Claim("conflict", "someone else (the reconciler did not write it)")
         if not decision.allowed:
-            refused[item.ref] = _conflict(item, live, decision.holder)
+            refused[item.ref] = _conflict(item, decision)
         desired = stamped(item, owner, live, decision.verdict)
         plans.append(Plan(item, _grown_claim_kept(desired, live), live, decision.verdict))
     return plans, refused

@@ -5,7 +5,9 @@ it. Apply touches a live object only when that record names the instance being r
 earlier incarnation of it, under the same name, that no longer exists); garbage collection
 deletes only what carries such a record (and our labels and field manager). An object with no
 record of ours is never applied to, unless the template item asks to `adopt` it; an adopted
-object is marked `ADOPTED` and never deleted by garbage collection. Pure functions, no I/O.
+object is marked `ADOPTED` and never deleted by garbage collection. A record counts only on an
+object our field manager has written (`written_by_us`): anyone can type an annotation and
+labels. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -75,12 +77,36 @@ def adopted(obj: Manifest) -> bool:
     return _annotations(obj).get(ADOPTED) == "true"
 
 
+def written_by_us(obj: Manifest) -> bool:
+    """Our field manager has an entry of its own in the object's managedFields: the proof that
+    we wrote it, which its owner record (an annotation anyone can type, or copy from
+    `kubectl get -o yaml`) is not. Every object we create is server-side applied under
+    FIELD_MANAGER, and the entry stays while we hold any field of it; the caches keep it too
+    (observe.cached packs and folds our entry, never drops it; it drops only subresource
+    entries, which no apply of ours makes, so they are not counted here either).
+
+    - Managers Kubernetes adds (kube-controller-manager binding a PVC, the kubelet's status)
+      and the relabel sweep's (`jupyternetes-ssa-relabel`) sit beside ours: still ours.
+    - Adopted objects got our entry with their first apply: ours from then on.
+    - managedFields cleared by someone: no longer provably ours, so a conflict whose message
+      says so (fix: delete it, or `adopt: true` to take it over again); never collected.
+    - A forger who writes managedFields, or applies under our manager's name, passes: stopping
+      that is for RBAC (create and update rights on pods and PVCs), not for a label check."""
+    return any(
+        m.get("manager") == FIELD_MANAGER and not m.get("subresource")
+        for m in obj.get("metadata", {}).get("managedFields") or []
+    )
+
+
+def proven_owner(obj: Manifest) -> Owner | None:
+    """The recorded owner, if our field manager wrote the object (see written_by_us)."""
+    return owner_of(obj) if written_by_us(obj) else None
+
+
 def managed_by_us(obj: Manifest) -> bool:
     """Our label and our field manager: what releases before the owner record left behind."""
-    meta = obj.get("metadata", {})
-    return (meta.get("labels") or {}).get(labels.MANAGED_BY) == labels.MANAGED_BY_VALUE and any(
-        m.get("manager") == FIELD_MANAGER for m in meta.get("managedFields") or []
-    )
+    labelled = (obj.get("metadata", {}).get("labels") or {}).get(labels.MANAGED_BY)
+    return labelled == labels.MANAGED_BY_VALUE and written_by_us(obj)
 
 
 def _legacy_of(obj: Manifest, instance: Owner) -> bool:
@@ -104,6 +130,7 @@ class Claim:
 
     verdict: Verdict
     holder: str = ""
+    adoptable: bool = False  # a conflict that `adopt: true` would resolve (for the message)
 
     @property
     def allowed(self) -> bool:
@@ -116,6 +143,7 @@ def claim(
     """The ownership decision for one object an instance wants.
 
     - absent: create it (guarded: the apply fails if the object exists after all);
+    - an owner record our field manager did not write: see _unproven;
     - recorded for this instance: ours;
     - recorded for an earlier incarnation of the same name that is gone: ours (a user's PVC
       outlives the server that created it, and the next start must find it);
@@ -124,6 +152,8 @@ def claim(
     """
     if live is None:
         return Claim("create")
+    if OWNER in _annotations(live) and not written_by_us(live):
+        return _unproven(live, instance, alive, adopt)
     recorded = owner_of(live)
     if recorded is None:
         if disowned(live):
@@ -134,7 +164,7 @@ def claim(
             return Claim("conflict", "another instance (made before owner records)")
         if adopt:
             return Claim("adopt")
-        return Claim("conflict", "someone else (it has no owner record of ours)")
+        return Claim("conflict", "someone else (it has no owner record of ours)", adoptable=True)
     if recorded.key == instance.key:
         if recorded.uid == instance.uid:
             return Claim("mine")
@@ -142,6 +172,30 @@ def claim(
             return Claim("successor")
     state = "" if alive(recorded) else ", which no longer exists"
     return Claim("conflict", f"{recorded}{state}")
+
+
+def _unproven(
+    live: Manifest, instance: Owner, alive: Callable[[Owner], bool], adopt: bool
+) -> Claim:
+    """An owner record on an object our field manager never wrote (made or copied by hand, or
+    its managedFields cleared) proves nothing, whatever instance and uid it names: a conflict,
+    never applied to (a hand-made PVC would be mounted into the user's pod as theirs).
+
+    It counts as no record at all, so `adopt: true` takes the object over like any other made
+    outside jupyternetes (marked adopted, never deleted by us): a restored backup, or our own
+    object whose managedFields were cleared. Except when it names another instance that
+    exists: it may be that instance's object, cleared, and adopt never takes from another."""
+    recorded = owner_of(live)
+    other = recorded is not None and recorded.key != instance.key and alive(recorded)
+    if adopt and not other:
+        return Claim("adopt")
+    names = _annotations(live)[OWNER]
+    holder = (
+        f"no instance: its owner record ({names}) was not written by jupyternetes-ssa (it has no "
+        f"field manager `{FIELD_MANAGER}` in metadata.managedFields: made or copied by hand, "
+        "or its managedFields were cleared)"
+    )
+    return Claim("conflict", holder, adoptable=not other)
 
 
 def conflict_message(ref: str, holder: str, item: str, adoptable: bool) -> str:

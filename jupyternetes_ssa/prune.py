@@ -195,10 +195,12 @@ async def prune(
 
 
 def _of_instance(observed: Observed, namespace: str, name: str):
+    """The instance's objects: ours (a hand-made one with its record is not, and a purge
+    neither deletes nor waits for it)."""
     by_label = _ByLabel(observed)
     for objects in observed.owned.values():
         for (ns, _), obj in objects.items():
-            if ns == namespace and owner_key(obj, by_label) == (namespace, name):
+            if ns == namespace and managed_by_us(obj) and owner_key(obj, by_label) == (ns, name):
                 yield obj
 
 

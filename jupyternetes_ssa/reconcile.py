@@ -23,7 +23,7 @@ from jupyternetes_ssa.errors import (
 from jupyternetes_ssa.kube import INSTANCE, ApiError, Kube, kind_key
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.observe import Key, Observed, identity, key_of, observe, owned_resources
-from jupyternetes_ssa.ownership import Owner, adopted, owner_of
+from jupyternetes_ssa.ownership import Owner, adopted, proven_owner
 from jupyternetes_ssa.prune import Wanted, plan_prune, plan_purge, prune, remaining
 from jupyternetes_ssa.relabel import relabel
 from jupyternetes_ssa.settings import Settings
@@ -216,7 +216,7 @@ def renamed_pods(
     for item in items:
         old = (current.get(item.item) or {}).get("resourceName")
         live = observed.pods.get((item.ref.namespace, old)) if old and old != item.name else None
-        recorded = owner_of(live) if live else None
+        recorded = proven_owner(live) if live else None  # a hand-made pod is not its pod
         if (
             item.section == "pods"
             and item.update_strategy == "OnRestart"
