@@ -1,0 +1,106 @@
+"""Hostile review of "an owner record counts only on an object our field manager wrote":
+forgeries a user with create rights on PVCs in the namespace can make with one request, and a
+legitimate object that Kubernetes and an admin touched after us. Against the real apiserver."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+from reconcile_helpers import once, put, result_for, seed_instance, seed_template
+
+from jupyternetes_ssa import FIELD_MANAGER
+from jupyternetes_ssa.kube import PVC, Kube
+from jupyternetes_ssa.ownership import OWNER
+
+pytestmark = pytest.mark.integration
+
+# Neither a plain POST nor a server-side apply lets RBAC restrict the `fieldManager` a client
+# names: it is a free-form query parameter. managedFields record the name, not who wrote it.
+FORGEABLE = (
+    "the proof is a managedFields entry whose manager is named `jupyternetes-ssa`, and any "
+    "client with create rights on PVCs may name that manager (`kubectl create "
+    "--field-manager=jupyternetes-ssa`, or `kubectl apply --server-side "
+    "--field-manager=jupyternetes-ssa`); RBAC cannot restrict the name, so the forged record "
+    "(this instance, any made-up uid) is taken as an earlier incarnation's and the PVC applied "
+    "to and mounted. Needs an unforgeable proof (e.g. a ValidatingAdmissionPolicy refusing "
+    "fieldManager=jupyternetes-ssa from anyone but the reconciler's ServiceAccount, or an "
+    "HMAC of the object's server-assigned uid with the reconciler's key)"
+)
+
+
+@pytest.fixture
+async def kube(cluster) -> Kube:
+    return Kube(cluster.api)
+
+
+async def _pvc_item(kube: Kube, namespace: str) -> dict:
+    """The PVC the instance `alice` would get (a dry run: nothing is written)."""
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "alice"))
+    summary = await once(kube, namespace, dry_run=True)
+    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == "pvcs")
+    return copy.deepcopy(outcome.item.manifest)
+
+
+def _forged(pvc: dict, namespace: str) -> dict:
+    """Our labels (as rendered) and a record naming alice with a made-up uid."""
+    pvc["metadata"].setdefault("annotations", {})[OWNER] = f"{namespace}/alice/{uuid.uuid4()}"
+    pvc["metadata"].pop("ownerReferences", None)
+    return pvc
+
+
+async def _assert_refused(kube: Kube, namespace: str, forged: dict) -> None:
+    summary = await once(kube, namespace)
+    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == "pvcs")
+    live = await kube.get(PVC, namespace, forged["metadata"]["name"])
+    assert live["metadata"]["annotations"][OWNER] == forged["metadata"]["annotations"][OWNER], (
+        "the forged PVC was applied to: its owner record was rewritten to alice's"
+    )
+    assert (outcome.action, outcome.reason) == ("failed", "NameConflict"), outcome
+
+
+@pytest.mark.xfail(strict=True, reason=FORGEABLE)
+async def test_a_pvc_posted_under_our_field_manager_name_is_not_ours(kube: Kube, namespace: str):
+    """`kubectl create -f pvc.yaml --field-manager=jupyternetes-ssa`: an Update entry."""
+    forged = _forged(await _pvc_item(kube, namespace), namespace)
+    await kube.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        body=forged,
+        params={"fieldManager": FIELD_MANAGER},
+    )
+    await _assert_refused(kube, namespace, forged)
+
+
+@pytest.mark.xfail(strict=True, reason=FORGEABLE)
+async def test_a_pvc_applied_under_our_field_manager_name_is_not_ours(kube: Kube, namespace: str):
+    """`kubectl apply --server-side --field-manager=jupyternetes-ssa`: an Apply entry, the same
+    as ours."""
+    forged = _forged(await _pvc_item(kube, namespace), namespace)
+    await kube.apply(forged, field_manager=FIELD_MANAGER)
+    await _assert_refused(kube, namespace, forged)
+
+
+async def test_our_pvc_touched_by_an_admin_and_kubernetes_stays_ours(kube: Kube, namespace: str):
+    """Legitimate: we created it, an admin labelled it (kubectl label: another manager's Update)
+    and annotated it through the main resource; the next pass still owns and keeps it."""
+    name = (await _pvc_item(kube, namespace))["metadata"]["name"]
+    first = await once(kube, namespace)
+    assert result_for(first, "alice").error == ""
+    path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+    await kube.call(
+        "PATCH",
+        path,
+        body={"metadata": {"labels": {"backup": "nightly"}, "annotations": {"note": "x"}}},
+        params={"fieldManager": "kubectl-label"},
+        content_type="application/merge-patch+json",
+    )
+    second = await once(kube, namespace)
+    result = result_for(second, "alice")
+    assert result.error == "", result.error
+    assert all(o.action != "failed" for o in result.outcomes)
+    live = await kube.get(PVC, namespace, name)
+    assert live["metadata"]["labels"]["backup"] == "nightly"
+    assert live["metadata"]["annotations"][OWNER].startswith(f"{namespace}/alice/")
