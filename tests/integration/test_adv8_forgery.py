@@ -11,7 +11,7 @@ import pytest
 from reconcile_helpers import once, put, result_for, seed_instance, seed_template
 
 from jupyternetes_ssa import FIELD_MANAGER
-from jupyternetes_ssa.kube import PVC, Kube
+from jupyternetes_ssa.kube import POD, PVC, Kube
 from jupyternetes_ssa.ownership import OWNER
 
 pytestmark = pytest.mark.integration
@@ -35,12 +35,12 @@ async def kube(cluster) -> Kube:
     return Kube(cluster.api)
 
 
-async def _pvc_item(kube: Kube, namespace: str) -> dict:
-    """The PVC the instance `alice` would get (a dry run: nothing is written)."""
+async def _item(kube: Kube, namespace: str, section: str = "pvcs") -> dict:
+    """The object the instance `alice` would get (a dry run: nothing is written)."""
     await put(kube, seed_template(namespace))
     await put(kube, seed_instance(namespace, "alice"))
     summary = await once(kube, namespace, dry_run=True)
-    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == "pvcs")
+    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == section)
     return copy.deepcopy(outcome.item.manifest)
 
 
@@ -51,12 +51,13 @@ def _forged(pvc: dict, namespace: str) -> dict:
     return pvc
 
 
-async def _assert_refused(kube: Kube, namespace: str, forged: dict) -> None:
+async def _assert_refused(kube: Kube, namespace: str, forged: dict, section="pvcs") -> None:
     summary = await once(kube, namespace)
-    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == "pvcs")
-    live = await kube.get(PVC, namespace, forged["metadata"]["name"])
-    assert live["metadata"]["annotations"][OWNER] == forged["metadata"]["annotations"][OWNER], (
-        "the forged PVC was applied to: its owner record was rewritten to alice's"
+    outcome = next(o for o in result_for(summary, "alice").outcomes if o.item.section == section)
+    live = await kube.get(PVC if section == "pvcs" else POD, namespace, forged["metadata"]["name"])
+    recorded = (live["metadata"].get("annotations") or {}).get(OWNER)
+    assert recorded == (forged["metadata"].get("annotations") or {}).get(OWNER), (
+        "the forged object was applied to: its owner record was rewritten to alice's"
     )
     assert (outcome.action, outcome.reason) == ("failed", "NameConflict"), outcome
 
@@ -64,7 +65,7 @@ async def _assert_refused(kube: Kube, namespace: str, forged: dict) -> None:
 @pytest.mark.xfail(strict=True, reason=FORGEABLE)
 async def test_a_pvc_posted_under_our_field_manager_name_is_not_ours(kube: Kube, namespace: str):
     """`kubectl create -f pvc.yaml --field-manager=jupyternetes-ssa`: an Update entry."""
-    forged = _forged(await _pvc_item(kube, namespace), namespace)
+    forged = _forged(await _item(kube, namespace), namespace)
     await kube.call(
         "POST",
         f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
@@ -78,15 +79,50 @@ async def test_a_pvc_posted_under_our_field_manager_name_is_not_ours(kube: Kube,
 async def test_a_pvc_applied_under_our_field_manager_name_is_not_ours(kube: Kube, namespace: str):
     """`kubectl apply --server-side --field-manager=jupyternetes-ssa`: an Apply entry, the same
     as ours."""
-    forged = _forged(await _pvc_item(kube, namespace), namespace)
+    forged = _forged(await _item(kube, namespace), namespace)
     await kube.apply(forged, field_manager=FIELD_MANAGER)
+    await _assert_refused(kube, namespace, forged)
+
+
+@pytest.mark.xfail(strict=True, reason=FORGEABLE)
+async def test_a_forged_pod_under_our_field_manager_name_is_not_served(kube: Kube, namespace: str):
+    """The worst case: a pod of the attacker's image, made before alice's server starts, with a
+    record naming alice. Taken as an earlier incarnation's, it is kept (its spec change waits for
+    a restart) and its address reported in alice's status: the hub would send alice there."""
+    forged = _forged(await _item(kube, namespace, "pods"), namespace)
+    for container in forged["spec"]["containers"]:
+        container["image"] = "attacker.example/notebook:evil"
+    await kube.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        body=forged,
+        params={"fieldManager": FIELD_MANAGER},
+    )
+    await _assert_refused(kube, namespace, forged, "pods")
+
+
+@pytest.mark.xfail(strict=True, reason=FORGEABLE)
+async def test_a_recordless_pvc_under_our_field_manager_name_is_not_ours(
+    kube: Kube, namespace: str
+):
+    """No record at all, only our labels and the manager's name: taken for an object of a
+    release before owner records (_legacy_of), applied to without even a resourceVersion
+    guard."""
+    forged = await _item(kube, namespace)
+    forged["metadata"].pop("ownerReferences", None)
+    await kube.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        body=forged,
+        params={"fieldManager": FIELD_MANAGER},
+    )
     await _assert_refused(kube, namespace, forged)
 
 
 async def test_our_pvc_touched_by_an_admin_and_kubernetes_stays_ours(kube: Kube, namespace: str):
     """Legitimate: we created it, an admin labelled it (kubectl label: another manager's Update)
     and annotated it through the main resource; the next pass still owns and keeps it."""
-    name = (await _pvc_item(kube, namespace))["metadata"]["name"]
+    name = (await _item(kube, namespace))["metadata"]["name"]
     first = await once(kube, namespace)
     assert result_for(first, "alice").error == ""
     path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
