@@ -14,6 +14,7 @@ from jupyternetes_ssa import FIELD_MANAGER
 from jupyternetes_ssa.kube import POD, PVC, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 from jupyternetes_ssa.ownership import OWNER
+from jupyternetes_ssa.spawner import _exit_status
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +160,37 @@ async def test_our_pvc_touched_by_an_admin_and_kubernetes_stays_ours(kube: Kube,
     live = await kube.get(PVC, namespace, name)
     assert live["metadata"]["labels"]["backup"] == "nightly"
     assert live["metadata"]["annotations"][OWNER].startswith(f"{namespace}/alice/")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="clearing a running server's managedFields (anyone with patch rights on its pod, or a "
+    "tool that strips them) turns its pod into a NameConflict reported as state Error with no "
+    "address: the spawner's poll (NO_COMEBACK) then reports the server stopped and the hub "
+    "stops it, deleting the instance (and, by ownerReference, its pod). A pod that exists and "
+    "still serves should keep its state; not a small fix (status.item_status gets no live "
+    "object for a conflict)",
+)
+async def test_a_running_server_whose_managed_fields_were_cleared_is_not_stopped(
+    kube: Kube, namespace: str
+):
+    name = (await _item(kube, namespace, "pods"))["metadata"]["name"]
+    await once(kube, namespace)
+    await wait_for(
+        lambda: _pod_ip(kube, namespace, name), timeout=180, message=f"pod {name} has an IP"
+    )
+    await once(kube, namespace)
+    await kube.call(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{name}",
+        body={"metadata": {"managedFields": [{}]}},
+        content_type="application/merge-patch+json",
+    )
+    cleared = await kube.get(POD, namespace, name)
+    assert not any(
+        m.get("manager") == FIELD_MANAGER for m in cleared["metadata"].get("managedFields") or []
+    )
+    await once(kube, namespace)
+    status = await status_of(kube, namespace, "alice")
+    entry = status.get("pods", {}).get("notebook", {})
+    assert _exit_status(status, entry) is None, f"the hub would stop a running server: {entry}"
