@@ -90,8 +90,9 @@ def written_by_us(obj: Manifest) -> bool:
     - Adopted objects got our entry with their first apply: ours from then on.
     - managedFields cleared by someone: no longer provably ours, so a conflict whose message
       says so (fix: delete it, or `adopt: true` to take it over again); never collected.
-    - A forger who writes managedFields, or applies under our manager's name, passes: stopping
-      that is for RBAC (create and update rights on pods and PVCs), not for a label check."""
+    - A forger who writes managedFields, or names our manager (`--field-manager`, a free-form
+      request parameter RBAC cannot restrict), passes: only who may create pods, PVCs and
+      Secrets in the namespace stops that (tests/integration/test_adv8_forgery.py)."""
     return any(
         m.get("manager") == FIELD_MANAGER and not m.get("subresource")
         for m in obj.get("metadata", {}).get("managedFields") or []
