@@ -88,8 +88,8 @@ def written_by_us(obj: Manifest) -> bool:
     - Managers Kubernetes adds (kube-controller-manager binding a PVC, the kubelet's status)
       and the relabel sweep's (`jupyternetes-ssa-relabel`) sit beside ours: still ours.
     - Adopted objects got our entry with their first apply: ours from then on.
-    - managedFields cleared by someone: no longer provably ours, so a conflict whose message
-      says so (fix: delete it, or `adopt: true` to take it over again); never collected.
+    - managedFields cleared by someone: see vouched_for; never collected until our next apply
+      has put our entry back.
     - A forger who writes managedFields, or names our manager (`--field-manager`, a free-form
       request parameter RBAC cannot restrict), passes: only who may create pods, PVCs and
       Secrets in the namespace stops that (tests/integration/test_adv8_forgery.py)."""
@@ -99,9 +99,22 @@ def written_by_us(obj: Manifest) -> bool:
     )
 
 
+def vouched_for(obj: Manifest) -> bool:
+    """Whether its owner record may be believed: our field manager wrote the object, or no
+    writer at all is on record (managedFields cleared, by a tool or by hand: the apiserver then
+    keeps none until the next write). The latter is no evidence either way, and refusing it
+    would stop a running user's server whose pod was stripped (the hub reads a NameConflict
+    as the end of the server); believed, our next apply puts our entry back. A forger gains
+    nothing by it that naming our manager would not give."""
+    writers = [
+        m for m in obj.get("metadata", {}).get("managedFields") or [] if not m.get("subresource")
+    ]
+    return not any(m.get("manager") for m in writers) or written_by_us(obj)
+
+
 def proven_owner(obj: Manifest) -> Owner | None:
-    """The recorded owner, if our field manager wrote the object (see written_by_us)."""
-    return owner_of(obj) if written_by_us(obj) else None
+    """The recorded owner, if its record may be believed (see vouched_for)."""
+    return owner_of(obj) if vouched_for(obj) else None
 
 
 def managed_by_us(obj: Manifest) -> bool:
@@ -144,7 +157,7 @@ def claim(
     """The ownership decision for one object an instance wants.
 
     - absent: create it (guarded: the apply fails if the object exists after all);
-    - an owner record our field manager did not write: see _unproven;
+    - an owner record not vouched for (another writer, not us): see _unproven;
     - recorded for this instance: ours;
     - recorded for an earlier incarnation of the same name that is gone: ours (a user's PVC
       outlives the server that created it, and the next start must find it);
@@ -153,7 +166,7 @@ def claim(
     """
     if live is None:
         return Claim("create")
-    if OWNER in _annotations(live) and not written_by_us(live):
+    if OWNER in _annotations(live) and not vouched_for(live):
         return _unproven(live, instance, alive, adopt)
     recorded = owner_of(live)
     if recorded is None:
@@ -178,9 +191,10 @@ def claim(
 def _unproven(
     live: Manifest, instance: Owner, alive: Callable[[Owner], bool], adopt: bool
 ) -> Claim:
-    """An owner record on an object our field manager never wrote (made or copied by hand, or
-    its managedFields cleared) proves nothing, whatever instance and uid it names: a conflict,
-    never applied to (a hand-made PVC would be mounted into the user's pod as theirs).
+    """An owner record on an object another wrote and our field manager never did (made or
+    copied by hand, or rewritten after its managedFields were cleared) proves nothing, whatever
+    instance and uid it names: a conflict, never applied to (a hand-made PVC would be mounted
+    into the user's pod as theirs).
 
     It counts as no record at all, so `adopt: true` takes the object over like any other made
     outside jupyternetes (marked adopted, never deleted by us): a restored backup, or our own

@@ -162,16 +162,6 @@ async def test_our_pvc_touched_by_an_admin_and_kubernetes_stays_ours(kube: Kube,
     assert live["metadata"]["annotations"][OWNER].startswith(f"{namespace}/alice/")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clearing a running server's managedFields (anyone with patch rights on its pod, or a "
-    "tool that strips them) turns its pod into a NameConflict reported as state Error with no "
-    "address: the spawner's poll (NO_COMEBACK) then reports the server stopped and the hub "
-    "stops it, deleting the instance (and, by ownerReference, its pod). Not a small fix: by "
-    "managedFields alone a cleared pod of ours and a forged one look alike, so keeping its "
-    "address would serve a forgery; needs the unforgeable proof, or poll keeping a server whose "
-    "pod exists under NameConflict for an admin to resolve (adopt) instead of stopping it",
-)
 async def test_a_running_server_whose_managed_fields_were_cleared_is_not_stopped(
     kube: Kube, namespace: str
 ):

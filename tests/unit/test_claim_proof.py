@@ -54,7 +54,7 @@ def alive(*owners: Owner):
     return lambda o: o in owners
 
 
-HAND = [entry("kubectl-create", "Update")], [entry("kubectl-client-side-apply", "Update")], []
+HAND = [entry("kubectl-create", "Update")], [entry("kubectl-client-side-apply", "Update")]
 
 
 @pytest.mark.parametrize("entries", HAND)
@@ -91,18 +91,31 @@ def test_managers_kubernetes_and_the_relabel_sweep_add_do_not_make_ours_a_confli
 
 
 def test_our_manager_only_through_a_subresource_proves_nothing():
+    """Not our write (never collected), and beside another writer's entry, a conflict."""
     only_status = pvc(ME, entry(FIELD_MANAGER, "Update", subresource="status"))
-    assert not written_by_us(only_status)
-    assert claim(only_status, ME, alive(ME), adopt=False).verdict == "conflict"
+    assert not written_by_us(only_status) and not managed_by_us(only_status)
+    forged = pvc(ME, entry("kubectl-create", "Update"), *only_status["metadata"]["managedFields"])
+    assert claim(forged, ME, alive(ME), adopt=False).verdict == "conflict"
 
 
-@pytest.mark.parametrize("managed_fields", [None, [], [{}]])
-def test_cleared_managed_fields_are_no_longer_provably_ours(managed_fields):
+@pytest.mark.parametrize(
+    "managed_fields",
+    [None, [], [{}], [entry("kubelet", "Update", subresource="status")]],
+)
+def test_cleared_managed_fields_are_no_evidence_either_way(managed_fields):
+    """No writer on record: the record is believed (a running server whose pod was stripped
+    keeps running), but nothing is collected or purged until our apply is on record again."""
     cleared = pvc(ME)
     cleared["metadata"]["managedFields"] = managed_fields
-    decision = claim(cleared, ME, alive(ME), adopt=False)
+    assert claim(cleared, ME, alive(ME), adopt=False).verdict == "mine"
+    assert proven_owner(cleared) == ME and not managed_by_us(cleared)
+
+
+def test_cleared_then_written_by_another_is_a_conflict():
+    rewritten = pvc(ME, entry("kubectl-label", "Update"))
+    decision = claim(rewritten, ME, alive(ME), adopt=False)
     assert decision.verdict == "conflict" and "managedFields were cleared" in decision.holder
-    assert claim(cleared, ME, alive(ME), adopt=True).verdict == "adopt"  # the documented fix
+    assert claim(rewritten, ME, alive(ME), adopt=True).verdict == "adopt"  # the documented fix
 
 
 @pytest.mark.parametrize("recorded", [ME, EARLIER, Owner("ns", "carol", "uid-gone")])
