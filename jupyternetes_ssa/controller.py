@@ -95,6 +95,7 @@ class Controller:
         # when (monotonic) each instance's status was last written, or its first one held back
         self._status_clock: dict[Key, float] = {}
         self._status_streak: dict[Key, int] = {}  # progress writes since the last verdict
+        self._status_held: set[Key] = set()  # progress due, held once while others wait
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -326,6 +327,7 @@ class Controller:
             self.wanted.pop(key, None)
             self._status_clock.pop(key, None)
             self._status_streak.pop(key, None)
+            self._status_held.discard(key)
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
@@ -359,19 +361,33 @@ class Controller:
         so on up to a minute, so a slow start (a volume bound with backoff, an image pulled)
         costs a few writes, not one per step. A start's first status ("pending") is progress
         too: a start that runs within the interval costs one status write, and a burst of
-        starts reaches its pods as fast as a plain create loop."""
+        starts reaches its pods as fast as a plain create loop. Progress falling due while
+        other instances wait in the queue is held once more, until the queue runs dry or one
+        more interval has passed: in a burst, the pods first, then the statuses."""
         key = key_of(instance)
         if not needs_write(instance, status) or urgent(instance, status):
             self._status_streak[key] = 0
+            self._status_held.discard(key)
             return 0.0
         now = time.monotonic()
         since = self._status_clock.setdefault(key, now)
         streak = self._status_streak.get(key, 0)
         wait = min(MAX_STATUS_INTERVAL, self.s.status_interval_seconds * 2**streak)
         due = max(0.0, since + wait - now)
+        if due == 0.0 and key not in self._status_held and len(self.queue):
+            self._status_held.add(key)  # others wait: their pods first (see _release_held)
+            return self.s.status_interval_seconds
         if due == 0.0:
+            self._status_held.discard(key)
             self._status_streak[key] = streak + 1
         return due
+
+    def _release_held(self) -> None:
+        """The queue ran dry: the progress writes held back while it was busy go now (each
+        was held once, for at most one more interval; the next pass writes it)."""
+        if not len(self.queue):
+            for key in self._status_held:
+                self.queue.add(key)
 
     async def _worker(self) -> None:
         while True:
@@ -382,6 +398,7 @@ class Controller:
                 log.exception("reconciling %s/%s failed", *key)
                 failed = True
             self.queue.done(key, failed=failed)
+            self._release_held()
 
     async def _resync(self) -> None:
         """Collect what was orphaned while no replica ran, then every resync period re-queue

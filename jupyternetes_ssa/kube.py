@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -242,6 +243,7 @@ class Kube:
         self.retry = retry or RetryPolicy()
         self._discovered: dict[str, list[Resource]] = {}  # groupVersion -> its resources
         self.write_gate: Callable[[], bool] | None = None  # leader election's fence
+        self._minor: list[str] = []  # the server's "major.minor", once asked (shared)
 
     def fenced(self, gate: Callable[[], bool]) -> Kube:
         """The same connection, refusing every write while `gate()` is False."""
@@ -252,10 +254,11 @@ class Kube:
     def retrying(self, retry: RetryPolicy) -> Kube:
         """The same connection (and credentials, refreshed for all) with another retry policy."""
         other = Kube(self.api, retry)
-        other._discovered, other.write_gate, other.http = (
+        other._discovered, other.write_gate, other.http, other._minor = (
             self._discovered,
             self.write_gate,
             self.http,
+            self._minor,
         )
         return other
 
@@ -372,6 +375,18 @@ class Kube:
                 return None
             raise
 
+    async def server_minor(self) -> str:
+        """The apiserver's "major.minor" (e.g. "1.36"), asked once."""
+        if not self._minor:
+            try:
+                version = await self.request("GET", ROOT, None, "", base="/version")
+            except ApiError as err:  # unknown: callers fall back to what needs no version
+                log.warning("the apiserver's version is unknown: %s", err)
+                version = {}
+            digits = re.sub(r"\D", "", str(version.get("minor", "")))
+            self._minor.append(f"{version.get('major', '')}.{digits}")
+        return self._minor[0]
+
     async def apply(
         self,
         manifest: Manifest,
@@ -380,11 +395,13 @@ class Kube:
         subresource: str = "",
         field_manager: str = FIELD_MANAGER,
         force: bool = True,
+        validation: str = "Strict",
     ) -> Manifest:
-        """Server-side apply `manifest` (strict field validation); returns the live object."""
+        """Server-side apply `manifest`; returns the live object. Unknown fields are refused
+        (`validation` "Strict") unless the caller checked them already ("Ignore")."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
-        params = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+        params = {"fieldManager": field_manager, "fieldValidation": validation}
         if force:
             params["force"] = "true"
         if dry_run:

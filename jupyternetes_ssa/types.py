@@ -34,6 +34,8 @@ class RenderedItem:
     update_strategy: UpdateStrategy = "OnRestart"  # pods: see strategy.py
     deletion_policy: Literal["Retain", "Delete"] = "Retain"  # what GC may do once unwanted
     adopt: bool = False  # may take over an existing object that has no owner record (migration)
+    # No field name came from a placeholder: the offline schema judged every one (validate.py)
+    fields_known: bool = False
 
     @property
     def name(self) -> str:

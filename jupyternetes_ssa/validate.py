@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from jupyternetes_ssa import patches
@@ -533,23 +534,44 @@ def dedupe(problems: Iterable[RenderError]) -> list[RenderError]:
     return out
 
 
-_TEMPLATE_CACHE: dict[tuple[str, str, str], tuple[list[RenderError], list[str]]] = {}
+def placeholder_key(node: Any) -> bool:
+    """Does a map key outside labels and annotations hold a placeholder: a field name that
+    an instance's variable decides, which the schema check could not judge?"""
+    todo = [node]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, str) and "{" in key:
+                    return True
+                if key not in ("labels", "annotations"):
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False
+
+
+_TemplateVerdict = tuple[list[RenderError], list[str], bool]
+_TEMPLATE_CACHE: dict[tuple[str, str, str], _TemplateVerdict] = {}
 _CACHE_SIZE = 256
 
 
-def _cached_template_problems(
-    template: Manifest, subject: str
-) -> tuple[list[RenderError], list[str]]:
-    """A template from the cluster is checked once per resourceVersion, not once per instance."""
+def _judged(template: Manifest, subject: str) -> _TemplateVerdict:
+    return *template_problems(template, subject), not placeholder_key(template.get("spec"))
+
+
+def _cached_template_problems(template: Manifest, subject: str) -> _TemplateVerdict:
+    """(problems, notes, every field name fixed): a template from the cluster is checked
+    once per resourceVersion, not once per instance."""
     meta = template.get("metadata") if isinstance(template.get("metadata"), Mapping) else {}
     version = meta.get("resourceVersion")
     if not isinstance(version, str):
-        return template_problems(template, subject)
+        return _judged(template, subject)
     key = (subject, str(meta.get("uid")), version)
     if key not in _TEMPLATE_CACHE:
         if len(_TEMPLATE_CACHE) >= _CACHE_SIZE:
             _TEMPLATE_CACHE.pop(next(iter(_TEMPLATE_CACHE)))
-        _TEMPLATE_CACHE[key] = template_problems(template, subject)
+        _TEMPLATE_CACHE[key] = _judged(template, subject)
     return _TEMPLATE_CACHE[key]
 
 
@@ -562,7 +584,7 @@ def check_pair(
     schema_on_rendered: bool = True,
 ) -> tuple[Rendered | None, list[RenderError], list[str]]:
     """(rendered or None, problems, notes) for an instance and its template: everything above."""
-    problems, notes = _cached_template_problems(
+    problems, notes, fixed = _cached_template_problems(
         template, template_subject(template, template_origin)
     )
     subject = instance_subject(instance, instance_origin)
@@ -577,6 +599,10 @@ def check_pair(
     found, _ = check_objects(objects, subject, schema=schema_on_rendered)
     if not objects:
         notes = [*notes, f"{subject}: no item's condition holds, so the instance gets nothing"]
+    if fixed and not found:  # every field name was judged by the schemas (apply.validation)
+        rendered = replace(
+            rendered, items=tuple(replace(i, fields_known=True) for i in rendered.items)
+        )
     return (None if found else rendered), dedupe(found), notes
 
 

@@ -158,7 +158,18 @@ def test_validated_render_of_a_clean_pair_is_render():
 
     template, instance = seed()
 
-    assert validated_render(template, instance) == render(template, instance)
+    checked, plain = validated_render(template, instance), render(template, instance)
+    assert [i.manifest for i in checked.items] == [i.manifest for i in plain.items]
+    assert all(i.fields_known for i in checked.items)  # every field name was judged
+    assert not any(i.fields_known for i in plain.items)  # render alone vouches for nothing
+
+
+def test_a_field_name_from_a_placeholder_is_not_known_but_a_label_key_is():
+    template, instance = seed()
+    template["spec"]["pods"][0]["labels"] = {"{jupyterhub.user.name}": "yes"}
+    assert all(i.fields_known for i in validated_render(template, instance).items)
+    template["spec"]["pods"][0]["spec"]["{jupyterhub.user.name}"] = "x"
+    assert not any(i.fields_known for i in validated_render(template, instance).items)
 
 
 def test_a_template_from_the_cluster_is_checked_once_per_resource_version():

@@ -1,0 +1,81 @@
+"""Which field validation the apiserver is asked for (apply.validation): "Ignore" only where our
+own schema check already judged every field name, on a server of our schemas' minor; "Strict"
+everywhere else, so that an unknown field is refused, never silently dropped."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from reconcile_helpers import once, put, result_for, seed_instance, seed_template
+
+from jupyternetes_ssa.kube import POD
+from jupyternetes_ssa.schema import MINOR
+
+
+def _validations(cluster, namespace: str) -> dict[str, set[str]]:
+    """fieldValidation of every apply in `namespace`, by resource (the apiserver's audit log)."""
+    if cluster.local is None:
+        pytest.skip("reads the local cluster's audit log (kind has none for us)")
+    out: dict[str, set[str]] = {}
+    for line in cluster.local.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if event.get("verb") != "patch" or ref.get("namespace") != namespace:
+            continue
+        query = parse_qs(urlsplit(event["requestURI"]).query)
+        if query.get("fieldManager") != ["jupyternetes-ssa"]:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        out.setdefault(resource, set()).update(query.get("fieldValidation", ["(none)"]))
+    return out
+
+
+async def test_pods_and_pvcs_checked_offline_skip_the_servers_repeat(cluster, namespace):
+    """The seed template on a server of our minor: its pod and PVC were judged field by field
+    before any request, so the apiserver does not repeat it; our own status (a custom
+    resource, whose CRD may be older than us) stays strict."""
+    kube = cluster.kube
+    assert await kube.server_minor() == MINOR  # the local cluster is of our schemas' minor
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "alice"))
+
+    result = result_for(await once(kube, namespace), "alice")
+
+    assert not result.error, result.error
+    seen = _validations(cluster, namespace)
+    assert seen["pods"] == {"Ignore"} and seen["persistentvolumeclaims"] == {"Ignore"}, seen
+    assert seen["jupyternotebookinstances/status"] == {"Strict"}, seen
+
+
+async def test_a_field_named_by_a_variable_is_judged_by_the_server(cluster, namespace):
+    """A placeholder in a field name escapes the offline check (it is only known per
+    instance): that template's objects are applied strictly, and an instance whose variable
+    names no field is refused by the apiserver with the field named, not run without it."""
+    kube = cluster.kube
+    template = seed_template(namespace)
+    template["spec"]["pods"][0]["spec"]["{extra.field}"] = "x"
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "bob", **{"extra.field": "notAPodField"}))
+
+    result = result_for(await once(kube, namespace), "bob")
+
+    assert "notAPodField" in (result.error or ""), result.error
+    assert await kube.get(POD, namespace, "bob-notebook") is None
+    assert _validations(cluster, namespace)["pods"] == {"Strict"}
+
+
+async def test_a_server_of_another_minor_checks_every_field(cluster, namespace):
+    """On a server whose minor is not our schemas' (simulated: the cached answer to /version
+    is replaced, as the local cluster runs one version only), every apply is strict."""
+    kube = cluster.kube.retrying(cluster.kube.retry)
+    kube._minor = ["0.0"]  # fault injection: a server our schemas do not describe
+    await put(kube, seed_template(namespace))
+    await put(kube, seed_instance(namespace, "carol"))
+
+    result = result_for(await once(kube, namespace), "carol")
+
+    assert not result.error, result.error
+    seen = _validations(cluster, namespace)
+    assert seen["pods"] == {"Strict"} and seen["persistentvolumeclaims"] == {"Strict"}, seen
