@@ -95,7 +95,8 @@ class Controller:
         # when (monotonic) each instance's status was last written, or its first one held back
         self._status_clock: dict[Key, float] = {}
         self._status_streak: dict[Key, int] = {}  # progress writes since the last verdict
-        self._status_held: set[Key] = set()  # progress due, held once while others wait
+        # progress due, held once while others wait: False while held, True once released
+        self._status_held: dict[Key, bool] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -327,7 +328,7 @@ class Controller:
             self.wanted.pop(key, None)
             self._status_clock.pop(key, None)
             self._status_streak.pop(key, None)
-            self._status_held.discard(key)
+            self._status_held.pop(key, None)
             await self._prune(only=key)
             return False
         ns = self.namespace_informer
@@ -367,7 +368,7 @@ class Controller:
         key = key_of(instance)
         if not needs_write(instance, status) or urgent(instance, status):
             self._status_streak[key] = 0
-            self._status_held.discard(key)
+            self._status_held.pop(key, None)
             return 0.0
         now = time.monotonic()
         since = self._status_clock.setdefault(key, now)
@@ -375,19 +376,23 @@ class Controller:
         wait = min(MAX_STATUS_INTERVAL, self.s.status_interval_seconds * 2**streak)
         due = max(0.0, since + wait - now)
         if due == 0.0 and key not in self._status_held and len(self.queue):
-            self._status_held.add(key)  # others wait: their pods first (see _release_held)
+            self._status_held[key] = False  # others wait: their pods first (_release_held)
             return self.s.status_interval_seconds
         if due == 0.0:
-            self._status_held.discard(key)
+            self._status_held.pop(key, None)
             self._status_streak[key] = streak + 1
         return due
 
     def _release_held(self) -> None:
         """The queue ran dry: the progress writes held back while it was busy go now (each
-        was held once, for at most one more interval; the next pass writes it)."""
+        was held once, for at most one more interval; the next pass writes it). Each is queued
+        once: a pass that writes no status (an instance being deleted) must not bring it back
+        every time the queue runs dry."""
         if not len(self.queue):
-            for key in self._status_held:
-                self.queue.add(key)
+            for key, released in self._status_held.items():
+                if not released:
+                    self._status_held[key] = True
+                    self.queue.add(key)
 
     async def _worker(self) -> None:
         while True:

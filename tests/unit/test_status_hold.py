@@ -62,3 +62,16 @@ async def test_a_verdict_clears_the_hold_so_it_is_not_requeued_forever():
     ctl.queue.done(await ctl.queue.get())
     ctl._release_held()
     assert len(ctl.queue) == 0
+
+
+async def test_a_released_key_whose_pass_writes_nothing_is_not_queued_again():
+    """An instance being deleted returns before its status is paced: released once, it must
+    not come back every time the queue runs dry (adv9: an endless loop froze the event loop)."""
+    ctl = _controller()
+    ctl.queue.add(B)
+    ctl._pace_status(_instance(A), PENDING)
+    ctl.queue.done(await ctl.queue.get())
+    ctl._release_held()
+    ctl.queue.done(await ctl.queue.get())  # a's pass: no status paced (deleting)
+    ctl._release_held()
+    assert len(ctl.queue) == 0
