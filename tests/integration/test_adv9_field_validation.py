@@ -164,7 +164,7 @@ async def test_a_typo_in_an_other_resource_of_a_core_kind_is_refused_offline(clu
             "kind": "ConfigMap",
             "data": {"a": "b"},
             "immutible": True,
-        }  # fmt: skip
+        }
     ]
     kube = cluster.kube
     await put(kube, template)

@@ -11,8 +11,10 @@ import pytest
 
 from jupyternetes_ssa.validate import check_pair
 
-BASE = {"name": "nb", "spec": {"securityContext": {"runAsUser": 1000},
-                               "containers": [{"name": "nb", "image": "x"}]}}  # fmt: skip
+BASE = {
+    "name": "nb",
+    "spec": {"securityContext": {"runAsUser": 1000}, "containers": [{"name": "nb", "image": "x"}]},
+}
 INSTANCE = {
     "apiVersion": "kadense.io/v1",
     "kind": "JupyterNotebookInstance",
@@ -43,7 +45,7 @@ def _verdict(item: dict):
 def test_a_nul_in_a_field_name_is_judged_offline():
     item = copy.deepcopy(BASE)
     item["spec"]["hostnamee\x00"] = "h"
-    rendered, problems = _verdict(item)
+    _, problems = _verdict(item)
     assert any("hostnamee" in p.path or "hostnamee" in p.message for p in problems), problems
 
 
@@ -72,7 +74,7 @@ def test_a_placeholder_field_name_in_a_patch_is_not_vouched_for():
                 **BASE["spec"],
                 "containers": [{"name": "nb", "image": "x", "securityContext": {"{f}": True}}],
             }
-        },  # fmt: skip
+        },
         {"spec": {**BASE["spec"], "hostname": "h", "{{literal}}": "x"}},
     ):
         item = {**copy.deepcopy(BASE), **where}
