@@ -205,3 +205,56 @@ async def test_a_held_status_becomes_a_verdict_at_once_when_the_pod_fails(cluste
         assert N in ctl.queue._active  # the queue was still busy: the verdict was not held
         assert K not in ctl._status_held
         gate_n.set()
+
+
+async def test_a_burst_under_constant_churn_loses_no_status_and_settles(cluster, namespace):
+    """Held: twelve starts that never run (progress only), a tiny --status-interval, two
+    workers, and a churn of other keys that keeps the queue from running dry (the release
+    never comes): every instance still gets its pending status (held once, then written one
+    interval later), and once the churn stops the controller goes idle with nothing held and
+    no pass count running away."""
+    kube = cluster.kube
+    template = edited(
+        seed_template(namespace),
+        lambda t: t["spec"]["pods"][0]["spec"].update(nodeSelector={"no-such": "node"}),
+    )
+    await put(kube, template)
+    names = [f"b{i}" for i in range(12)]
+    settings = replace(_settings(namespace), concurrency=2, status_interval_seconds=0.2)
+    async with _running(Kube(cluster.api), settings) as ctl:
+        dog = Watchdog(ctl, limit=5000)
+        dog.start()
+        churning, seen_held = True, set()
+
+        async def churn() -> None:  # load, not synchronisation: keys of no instance
+            n = 0
+            while churning:
+                seen_held.update(ctl._status_held)
+                for _ in range(5):
+                    n += 1
+                    ctl.queue.add((namespace, f"ghost-{n}"))
+                await asyncio.sleep(0.01)
+
+        churner = asyncio.create_task(churn())
+        try:
+            for name in names:
+                await put(kube, seed_instance(namespace, name))
+
+            async def all_pending() -> bool:
+                for name in names:
+                    if (await status_of(kube, namespace, name)).get("phase") != "Pending":
+                        return False
+                return True
+
+            await wait_for(all_pending, timeout=120, message="every pending status, churn on")
+            churning = False
+            await churner
+            await wait_for(
+                lambda: _idle(ctl) and not ctl._status_held, timeout=120, message="settled"
+            )
+        finally:
+            churning = False
+            dog.done.set()
+            dog.join()
+        assert not dog.fired, "an endless re-queue loop"
+        assert seen_held, "the burst never held a status: the test did not test the hold"
