@@ -17,6 +17,7 @@ import pytest
 from reconcile_helpers import once, put, result_for, seed_instance, seed_template
 
 from jupyternetes_ssa.kube import POD
+from jupyternetes_ssa.schema import MINOR
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +172,46 @@ async def test_a_typo_in_an_other_resource_of_a_core_kind_is_refused_offline(clu
     await put(kube, seed_instance(namespace, "u"))
     result = result_for(await once(kube, namespace, allow_kinds=("ConfigMap",)), "u")
     assert "immutible" in (result.error or ""), result.error
+
+
+async def test_a_failing_version_endpoint_keeps_every_apply_strict(cluster, namespace):
+    """/version answering 503 (FAULT INJECTION: the apiserver cannot be asked for it): the
+    minor is unknown, so nothing is applied with Ignore, and the start still succeeds."""
+    from faults import FlakyApi
+
+    from jupyternetes_ssa.kube import Kube
+
+    class VersionFails(FlakyApi):  # /version is asked with base="/version" and no url
+        def _hit(self, kwargs: dict) -> bool:
+            return bool(self.statuses) and kwargs.get("base") == "/version"
+
+    flaky = VersionFails(cluster.api, [503] * 1000)
+    kube = Kube(flaky)
+    await put(cluster.kube, seed_template(namespace))
+    await put(cluster.kube, seed_instance(namespace, "u"))
+    result = result_for(await once(kube, namespace), "u")
+    assert not result.error, result.error
+    assert flaky.injected, "the fault never hit /version: the test did not test it"
+    assert await kube.server_minor() != MINOR
+    seen = _validations(cluster, namespace)
+    assert seen["pods"] == {"Strict"} and seen["persistentvolumeclaims"] == {"Strict"}, seen
+
+
+async def test_a_template_edited_between_passes_is_judged_again(cluster, namespace):
+    """The offline verdict is cached per template resourceVersion: an edit that adds a field
+    named by a variable is judged again (strict, refused by name), not served from the clean
+    version's cache."""
+    kube = cluster.kube
+    template = seed_template(namespace)
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "u"))
+    assert not result_for(await once(kube, namespace), "u").error
+    assert _validations(cluster, namespace)["pods"] == {"Ignore"}
+
+    template["spec"]["pods"][0]["spec"]["{f}"] = "x"
+    await put(kube, template)
+    await put(kube, seed_instance(namespace, "w", f="notAPodField"))
+    result = result_for(await once(kube, namespace), "w")
+    assert "notAPodField" in (result.error or ""), result.error
+    assert await kube.get(POD, namespace, "w-notebook") is None
+    assert "Strict" in _validations(cluster, namespace)["pods"]
