@@ -110,8 +110,10 @@ SPINS = pytest.mark.xfail(
 )
 async def test_a_held_instance_that_is_deleted_or_purged_does_not_spin(cluster, namespace, turn):
     """k's progress is held behind m (one worker; l and m wait at gates), then k is deleted
-    outright ("gone": held), deleted while a finalizer keeps it ("deleted": a stop whose pods
-    take their grace period) or purged; then the queue runs dry. Found: the last two loop."""
+    outright ("gone": held), deleted while a finalizer keeps it ("deleted": as the spawner's
+    Foreground stop does until its pods are gone) or purged; then the queue runs dry. Found:
+    the last two loop without yielding, so the informers cannot even deliver the deletion
+    that would end it: the controller is frozen for good (its /healthz too)."""
     kube_real = cluster.kube
     gated = GatedApi(cluster.api)
     kube = Kube(gated)
