@@ -151,7 +151,9 @@ async def test_a_held_instance_that_is_deleted_or_purged_does_not_spin(cluster, 
         dog.start()
         try:
             gate_m.set()
-            await wait_for(lambda: _idle(ctl), timeout=120, message="the queue runs dry")
+            await wait_for(
+                lambda: _idle(ctl) or dog.fired, timeout=120, message="the queue runs dry"
+            )
         finally:
             dog.done.set()
             dog.join()
