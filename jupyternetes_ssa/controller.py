@@ -340,6 +340,8 @@ class Controller:
             self.kube, self.observed, instance, self.s, self._pace_status
         )
         self.metrics.duration.observe(time.monotonic() - started)
+        if self._status_held.get(key):  # released: this pass wrote it, or had none to write
+            del self._status_held[key]
         self.wanted[key] = want
         for outcome in result.outcomes:
             self.metrics.applies.labels(outcome.action).inc()

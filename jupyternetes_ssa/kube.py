@@ -376,13 +376,14 @@ class Kube:
             raise
 
     async def server_minor(self) -> str:
-        """The apiserver's "major.minor" (e.g. "1.36"), asked once."""
+        """The apiserver's "major.minor" (e.g. "1.36"), asked once; "" while it cannot be
+        read (asked again next time)."""
         if not self._minor:
             try:
                 version = await self.request("GET", ROOT, None, "", base="/version")
             except ApiError as err:  # unknown: callers fall back to what needs no version
                 log.warning("the apiserver's version is unknown: %s", err)
-                version = {}
+                return ""
             digits = re.sub(r"\D", "", str(version.get("minor", "")))
             self._minor.append(f"{version.get('major', '')}.{digits}")
         return self._minor[0]

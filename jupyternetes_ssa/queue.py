@@ -65,7 +65,7 @@ class WorkQueue:
         if failed:
             count = self._failures.get(key, 0)
             self._failures[key] = count + 1
-            delay = min(self.backoff_max, self.backoff_base * 2**count)
+            delay = min(self.backoff_max, self.backoff_base * 2 ** min(count, 30))
             self.add_after(key, delay)
         else:
             self._failures.pop(key, None)

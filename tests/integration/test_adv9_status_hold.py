@@ -96,18 +96,7 @@ def _idle(ctl: Controller) -> bool:
     return len(ctl.queue) == 0 and not ctl.queue._active
 
 
-SPINS = pytest.mark.xfail(
-    strict=True,
-    reason="adv9: a held key whose later passes return before the status is paced (instance "
-    "deleting: deletionTimestamp; spec.purge) is never discarded from _status_held, so "
-    "_release_held re-queues it every time the queue runs dry: an endless loop that never "
-    "yields (the event loop freezes)",
-)
-
-
-@pytest.mark.parametrize(
-    "turn", ["gone", pytest.param("deleted", marks=SPINS), pytest.param("purged", marks=SPINS)]
-)
+@pytest.mark.parametrize("turn", ["gone", "deleted", "purged"])
 async def test_a_held_instance_that_is_deleted_or_purged_does_not_spin(cluster, namespace, turn):
     """k's progress is held behind m (one worker; l and m wait at gates), then k is deleted
     outright ("gone": held), deleted while a finalizer keeps it ("deleted": as the spawner's

@@ -75,16 +75,9 @@ async def _run_worker_until_idle(ctl: Controller, breaker: _Breaker) -> BaseExce
     return died or None
 
 
-SPINS = pytest.mark.xfail(
-    strict=True,
-    reason="adv9: a held key whose pass returns before pacing its status is never discarded "
-    "from _status_held: _release_held re-queues it whenever the queue runs dry, for ever",
-)
-
-
 @pytest.mark.parametrize(
     "state",
-    [pytest.param("deleting", marks=SPINS), pytest.param("labels pending", marks=SPINS)],
+    ["deleting", "labels pending"],
 )
 async def test_a_held_instance_whose_pass_paces_nothing_is_not_requeued_for_ever(state):
     ctl = Controller(None, Settings(namespaces=("ns",), leader_elect=False))
@@ -113,13 +106,6 @@ async def test_a_held_instance_that_is_gone_leaves_the_held_set():
     assert breaker.passes < 50 and K not in ctl._status_held and len(ctl.queue) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adv9: WorkQueue.done computes backoff_base * 2**failures before capping it: the "
-    "1024th consecutive failure of one key raises OverflowError outside the worker's try, the "
-    "worker task dies and the controller exits 1 (a permanently broken instance, failing "
-    "about every 5 minutes, gets there in about 3.5 days; the spin above in milliseconds)",
-)
 async def test_a_key_failing_for_ever_keeps_a_capped_backoff():
     from jupyternetes_ssa.queue import WorkQueue
 
