@@ -393,6 +393,8 @@ class _ProbeVariables(Mapping[str, str]):
 def _probe(node: Any, problems: Problems | None = None, path: str = "") -> Any:
     """The tree with every placeholder replaced by PROBE; brace errors go to `problems`."""
     if isinstance(node, str):
+        if PROBE in node and problems is not None:  # it would pass for a placeholder's value
+            problems.add(path, "holds a NUL character (\\x00)", "remove it")
         try:
             return expand(node, _ProbeVariables(), path)
         except RenderError as err:
@@ -478,18 +480,27 @@ def template_objects(template: Manifest) -> list[tuple[str, Manifest]]:
 
 def _patched_objects(section: Section, item: Mapping, path: str) -> list[tuple[str, Manifest]]:
     """The item with each patch merged in, whatever its condition: a typo in a patch must show
-    without an instance that selects it. Patches malformed in shape are _check_patches'."""
-    out = []
+    without an instance that selects it. Then all of them in order, as when every condition
+    holds: a patch that conflicts with the bare item may merge after the others. Patches
+    malformed in shape are _check_patches'."""
+    out, every = [], item
     for index, patch in enumerate(item.get("patches") or []):
         if not isinstance(patch, Mapping) or not isinstance(patch.get("merge"), Mapping):
             continue
         where = f"{path}.patches[{index}]"
-        try:
-            merged = patches.merged(item, patch["merge"], where)
-        except RenderError:
-            continue
-        out.append((where, _probe_object(section, merged)))
+        if (alone := _merged_or_none(item, patch["merge"], where)) is not None:
+            out.append((where, _probe_object(section, alone)))
+        every = _merged_or_none(every, patch["merge"], where) or every
+    if every is not item:
+        out.append((f"{path}.patches", _probe_object(section, every)))
     return out
+
+
+def _merged_or_none(item: Mapping, merge: Mapping, where: str) -> Mapping | None:
+    try:
+        return patches.merged(item, merge, where)
+    except RenderError:
+        return None
 
 
 def _body(section: Section, item: Mapping) -> list[str]:

@@ -63,24 +63,22 @@ def _assert_not_dropped(error: str, pod: dict | None, field: str, where: list[st
 
 
 async def test_a_field_name_with_a_nul_character_is_not_silently_dropped(cluster, namespace):
-    """A field name holding NUL (the schema walk's placeholder PROBE) is not judged offline
-    and is no placeholder either: the pod is applied with Ignore (tests/unit/test_adv9_*
-    shows the offline gap). It holds only because server-side apply's typed conversion
-    refuses a field its schema lacks whatever fieldValidation says: the start is refused
-    with the field named."""
+    """A field name holding NUL (the schema walk's placeholder PROBE) was once not judged
+    offline, and applied with Ignore; now the template is refused before any request, with
+    the field named (tests/unit/test_adv9_offline_gaps.py)."""
     template = seed_template(namespace)
     template["spec"]["pods"][0]["spec"]["hostnamee\x00"] = "h"  # a typo an editor may carry
     error, pod = await _refused_or_kept(cluster, namespace, template, "hostnamee")
-    _assert_not_dropped(error, pod, "hostnamee\x00", ["spec"])
-    assert _validations(cluster, namespace)["pods"] == {"Ignore"}  # the offline check vouched
+    assert pod is None and 'key "hostnamee\\u0000": holds a NUL character' in error, error
+    assert "pods" not in _validations(cluster, namespace)  # refused before any request
 
 
 async def test_a_patch_skipped_by_the_offline_check_cannot_smuggle_a_field(cluster, namespace):
     """Patches, in order: (1) securityContext null, (2) securityContext "x" (conflicts with the
     bare item's map, so the offline check skips this patch) plus an unknown field, (3)
-    securityContext null again. Rendered: a valid pod plus `hostnamee`, never judged offline
-    (tests/unit/test_adv9_*), applied with Ignore, and still refused by name: server-side
-    apply's typed conversion does not honour Ignore for a field its schema lacks."""
+    securityContext null again. Rendered: a valid pod plus `hostnamee`, once never judged
+    offline and applied with Ignore; now every patch in order is judged too, and the template
+    is refused before any request, with the field named."""
     template = seed_template(namespace)
     item = template["spec"]["pods"][0]
     item["spec"]["securityContext"] = {"runAsUser": 1000}
@@ -91,7 +89,7 @@ async def test_a_patch_skipped_by_the_offline_check_cannot_smuggle_a_field(clust
     ]
     error, pod = await _refused_or_kept(cluster, namespace, template, "hostnamee")
     _assert_not_dropped(error, pod, "hostnamee", ["spec"])
-    assert _validations(cluster, namespace)["pods"] == {"Ignore"}  # the offline check vouched
+    assert "pods" not in _validations(cluster, namespace)  # refused before any request
 
 
 # --- attacks that held: regressions would show here ---------------------------------------

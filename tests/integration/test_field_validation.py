@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from reconcile_helpers import once, put, result_for, seed_instance, seed_template
 
-from jupyternetes_ssa.kube import POD
+from jupyternetes_ssa.kube import POD, ApiError
 from jupyternetes_ssa.schema import MINOR
 
 
@@ -79,3 +79,21 @@ async def test_a_server_of_another_minor_checks_every_field(cluster, namespace):
     assert not result.error, result.error
     seen = _validations(cluster, namespace)
     assert seen["pods"] == {"Strict"} and seen["persistentvolumeclaims"] == {"Strict"}, seen
+
+
+async def test_behind_our_check_the_apiserver_refuses_an_unknown_field_even_with_ignore(
+    cluster, namespace
+):
+    """The last line of defence, should our check ever miss a field name: a server-side apply
+    is converted to the kind's typed schema, which refuses a field it lacks whatever
+    fieldValidation asked for (measured on the local cluster's version, 1.36)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "x"}], "hostnamee": "h"},
+    }
+    with pytest.raises(ApiError) as refused:
+        await cluster.kube.apply(pod, validation="Ignore")
+    assert "hostnamee" in refused.value.message
+    assert await cluster.kube.get(POD, namespace, "probe") is None

@@ -1,13 +1,12 @@
-"""adv9: field names the offline schema check never judges, yet vouches for (fields_known, so
-the apply asks for fieldValidation=Ignore; `validate` in a template author's CI says valid).
-On 1.36 the apiserver still refuses them at apply (tests/integration/test_adv9_field_validation.py);
-offline, the README's promise "every field name was checked" does not hold."""
+"""adv9: field names the offline schema check once never judged, yet vouched for (fields_known,
+so the apply asked for fieldValidation=Ignore; `validate` in a template author's CI said valid):
+a NUL in a field name, and a patch that conflicts with the bare item but merges after the
+others. Both are now refused offline, with the path; the apiserver refuses them too
+(tests/integration/test_adv9_field_validation.py)."""
 
 from __future__ import annotations
 
 import copy
-
-import pytest
 
 from jupyternetes_ssa.validate import check_pair
 
@@ -37,11 +36,6 @@ def _verdict(item: dict):
     return rendered, problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adv9: schema._walk_map never judges a key holding PROBE (NUL), and placeholder_key "
-    "looks only for '{': a literal NUL in a field name passes offline and is vouched for",
-)
 def test_a_nul_in_a_field_name_is_judged_offline():
     item = copy.deepcopy(BASE)
     item["spec"]["hostnamee\x00"] = "h"
@@ -49,11 +43,6 @@ def test_a_nul_in_a_field_name_is_judged_offline():
     assert any("hostnamee" in p.path or "hostnamee" in p.message for p in problems), problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adv9: validate._patched_objects skips a patch whose merge into the bare item "
-    "conflicts; after earlier patches it merges, so its fields are never judged",
-)
 def test_every_patch_that_can_apply_is_judged_offline():
     item = copy.deepcopy(BASE)
     item["patches"] = [
