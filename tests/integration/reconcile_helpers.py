@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 from jupyternetes_ssa import labels
@@ -105,3 +108,21 @@ async def pod_security_enforced(kube: Kube, namespace: str) -> bool:
     except ApiError as err:
         return err.status == 403 and "PodSecurity" in err.message
     return False
+
+
+def apply_validations(cluster, namespace: str) -> dict[str, set[str]]:
+    """fieldValidation of every apply in `namespace`, by resource (the apiserver's audit log)."""
+    if cluster.local is None:
+        pytest.skip("reads the local cluster's audit log (kind has none for us)")
+    out: dict[str, set[str]] = {}
+    for line in cluster.local.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if event.get("verb") != "patch" or ref.get("namespace") != namespace:
+            continue
+        query = parse_qs(urlsplit(event["requestURI"]).query)
+        if query.get("fieldManager") != ["jupyternetes-ssa"]:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        out.setdefault(resource, set()).update(query.get("fieldValidation", ["(none)"]))
+    return out

@@ -10,34 +10,13 @@ These tests pin that last line of defence."""
 
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
-from reconcile_helpers import once, put, result_for, seed_instance, seed_template
+from reconcile_helpers import apply_validations, once, put, result_for, seed_instance, seed_template
 
 from jupyternetes_ssa.kube import POD
 from jupyternetes_ssa.schema import MINOR
 
 pytestmark = pytest.mark.integration
-
-
-def _validations(cluster, namespace: str) -> dict[str, set[str]]:
-    """fieldValidation of every apply of ours in `namespace`, by resource (the audit log)."""
-    if cluster.local is None:
-        pytest.skip("reads the local cluster's audit log")
-    out: dict[str, set[str]] = {}
-    for line in cluster.local.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if event.get("verb") != "patch" or ref.get("namespace") != namespace:
-            continue
-        query = parse_qs(urlsplit(event["requestURI"]).query)
-        if query.get("fieldManager") != ["jupyternetes-ssa"]:
-            continue
-        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        out.setdefault(resource, set()).update(query.get("fieldValidation", ["(none)"]))
-    return out
 
 
 async def _refused_or_kept(cluster, namespace: str, template: dict, field: str, **variables):
@@ -70,7 +49,7 @@ async def test_a_field_name_with_a_nul_character_is_not_silently_dropped(cluster
     template["spec"]["pods"][0]["spec"]["hostnamee\x00"] = "h"  # a typo an editor may carry
     error, pod = await _refused_or_kept(cluster, namespace, template, "hostnamee")
     assert pod is None and 'key "hostnamee\\u0000": holds a NUL character' in error, error
-    assert "pods" not in _validations(cluster, namespace)  # refused before any request
+    assert "pods" not in apply_validations(cluster, namespace)  # refused before any request
 
 
 async def test_a_patch_skipped_by_the_offline_check_cannot_smuggle_a_field(cluster, namespace):
@@ -89,7 +68,7 @@ async def test_a_patch_skipped_by_the_offline_check_cannot_smuggle_a_field(clust
     ]
     error, pod = await _refused_or_kept(cluster, namespace, template, "hostnamee")
     _assert_not_dropped(error, pod, "hostnamee", ["spec"])
-    assert "pods" not in _validations(cluster, namespace)  # refused before any request
+    assert "pods" not in apply_validations(cluster, namespace)  # refused before any request
 
 
 # --- attacks that held: regressions would show here ---------------------------------------
@@ -103,7 +82,7 @@ async def test_a_placeholder_key_inside_a_patch_keeps_the_apply_strict(cluster, 
     ]
     error, pod = await _refused_or_kept(cluster, namespace, template, "notAField", f="notAField")
     assert pod is None and "notAField" in error, error
-    assert _validations(cluster, namespace)["pods"] == {"Strict"}
+    assert apply_validations(cluster, namespace)["pods"] == {"Strict"}
 
 
 async def test_a_placeholder_key_in_a_list_of_maps_keeps_the_apply_strict(cluster, namespace):
@@ -115,7 +94,7 @@ async def test_a_placeholder_key_in_a_list_of_maps_keeps_the_apply_strict(cluste
         cluster, namespace, template, "privilegedd", f="privilegedd"
     )
     assert pod is None and "privilegedd" in error, error
-    assert _validations(cluster, namespace)["pods"] == {"Strict"}
+    assert apply_validations(cluster, namespace)["pods"] == {"Strict"}
 
 
 async def test_a_placeholder_key_named_labels_inside_the_spec_keeps_the_apply_strict(
@@ -149,7 +128,7 @@ async def test_variables_in_label_keys_and_map_values_keep_ignore_and_lose_nothi
     assert pod["metadata"]["labels"]["team-red"] == "yes"
     assert pod["metadata"]["annotations"]["example.com/red"] == "red"
     assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1Gi"
-    assert _validations(cluster, namespace)["pods"] == {"Ignore"}
+    assert apply_validations(cluster, namespace)["pods"] == {"Ignore"}
 
 
 async def test_a_typo_in_an_other_resource_of_a_core_kind_is_refused_offline(cluster, namespace):
@@ -191,7 +170,7 @@ async def test_a_failing_version_endpoint_keeps_every_apply_strict(cluster, name
     assert not result.error, result.error
     assert flaky.injected, "the fault never hit /version: the test did not test it"
     assert await kube.server_minor() != MINOR
-    seen = _validations(cluster, namespace)
+    seen = apply_validations(cluster, namespace)
     assert seen["pods"] == {"Strict"} and seen["persistentvolumeclaims"] == {"Strict"}, seen
 
 
@@ -204,7 +183,7 @@ async def test_a_template_edited_between_passes_is_judged_again(cluster, namespa
     await put(kube, template)
     await put(kube, seed_instance(namespace, "u"))
     assert not result_for(await once(kube, namespace), "u").error
-    assert _validations(cluster, namespace)["pods"] == {"Ignore"}
+    assert apply_validations(cluster, namespace)["pods"] == {"Ignore"}
 
     template["spec"]["pods"][0]["spec"]["{f}"] = "x"
     await put(kube, template)
@@ -212,4 +191,4 @@ async def test_a_template_edited_between_passes_is_judged_again(cluster, namespa
     result = result_for(await once(kube, namespace), "w")
     assert "notAPodField" in (result.error or ""), result.error
     assert await kube.get(POD, namespace, "w-notebook") is None
-    assert "Strict" in _validations(cluster, namespace)["pods"]
+    assert "Strict" in apply_validations(cluster, namespace)["pods"]

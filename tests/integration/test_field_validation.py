@@ -4,32 +4,11 @@ everywhere else, so that an unknown field is refused, never silently dropped."""
 
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
-from reconcile_helpers import once, put, result_for, seed_instance, seed_template
+from reconcile_helpers import apply_validations, once, put, result_for, seed_instance, seed_template
 
 from jupyternetes_ssa.kube import POD, ApiError
 from jupyternetes_ssa.schema import MINOR
-
-
-def _validations(cluster, namespace: str) -> dict[str, set[str]]:
-    """fieldValidation of every apply in `namespace`, by resource (the apiserver's audit log)."""
-    if cluster.local is None:
-        pytest.skip("reads the local cluster's audit log (kind has none for us)")
-    out: dict[str, set[str]] = {}
-    for line in cluster.local.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if event.get("verb") != "patch" or ref.get("namespace") != namespace:
-            continue
-        query = parse_qs(urlsplit(event["requestURI"]).query)
-        if query.get("fieldManager") != ["jupyternetes-ssa"]:
-            continue
-        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        out.setdefault(resource, set()).update(query.get("fieldValidation", ["(none)"]))
-    return out
 
 
 async def test_pods_and_pvcs_checked_offline_skip_the_servers_repeat(cluster, namespace):
@@ -44,7 +23,7 @@ async def test_pods_and_pvcs_checked_offline_skip_the_servers_repeat(cluster, na
     result = result_for(await once(kube, namespace), "alice")
 
     assert not result.error, result.error
-    seen = _validations(cluster, namespace)
+    seen = apply_validations(cluster, namespace)
     assert seen["pods"] == {"Ignore"} and seen["persistentvolumeclaims"] == {"Ignore"}, seen
     assert seen["jupyternotebookinstances/status"] == {"Strict"}, seen
 
@@ -63,7 +42,7 @@ async def test_a_field_named_by_a_variable_is_judged_by_the_server(cluster, name
 
     assert "notAPodField" in (result.error or ""), result.error
     assert await kube.get(POD, namespace, "bob-notebook") is None
-    assert _validations(cluster, namespace)["pods"] == {"Strict"}
+    assert apply_validations(cluster, namespace)["pods"] == {"Strict"}
 
 
 async def test_a_server_of_another_minor_checks_every_field(cluster, namespace):
@@ -77,7 +56,7 @@ async def test_a_server_of_another_minor_checks_every_field(cluster, namespace):
     result = result_for(await once(kube, namespace), "carol")
 
     assert not result.error, result.error
-    seen = _validations(cluster, namespace)
+    seen = apply_validations(cluster, namespace)
     assert seen["pods"] == {"Strict"} and seen["persistentvolumeclaims"] == {"Strict"}, seen
 
 
