@@ -66,7 +66,7 @@ async def test_deleted_instance_loses_its_pod_but_keeps_its_pvc_for_the_next_sta
     ]
     await wait_for(
         lambda: _gone(kube, POD, namespace, "jovyan-notebook"),
-        timeout=30,
+        timeout=90,
         message="orphaned pod gone",
     )
     assert (await kube.get(PVC, namespace, "jovyan-workspace"))["metadata"]["uid"] == pvc_uid
@@ -107,7 +107,7 @@ async def test_items_removed_from_the_template_are_pruned_by_policy(kube: Kube, 
     assert all("no longer lists item" in c.reason for c in summary.pruned)
     await wait_for(
         lambda: _names_are(kube, namespace, "jovyan", ({"jovyan-notebook"}, {"jovyan-workspace"})),
-        timeout=30,
+        timeout=90,
         message="extras pruned",
     )
 
