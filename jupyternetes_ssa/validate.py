@@ -545,7 +545,7 @@ def dedupe(problems: Iterable[RenderError]) -> list[RenderError]:
     return out
 
 
-def placeholder_key(node: Any) -> bool:
+def _placeholder_key(node: Any) -> bool:
     """Does a map key outside labels and annotations hold a placeholder: a field name that
     an instance's variable decides, which the schema check could not judge?"""
     todo = [node]
@@ -568,7 +568,7 @@ _CACHE_SIZE = 256
 
 
 def _judged(template: Manifest, subject: str) -> _TemplateVerdict:
-    return *template_problems(template, subject), not placeholder_key(template.get("spec"))
+    return *template_problems(template, subject), not _placeholder_key(template.get("spec"))
 
 
 def _cached_template_problems(template: Manifest, subject: str) -> _TemplateVerdict:
