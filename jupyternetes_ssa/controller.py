@@ -50,7 +50,7 @@ from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.status import needs_write, urgent
 from jupyternetes_ssa.tenancy import template_key, uses_selector
 from jupyternetes_ssa.tokens import prepare
-from jupyternetes_ssa.types import Manifest, PruneCandidate
+from jupyternetes_ssa.types import InstanceResult, Manifest, PruneCandidate
 
 log = logging.getLogger(__name__)
 UNHEALTHY_AFTER_SECONDS = 120.0  # a watch failing this long makes /healthz fail
@@ -97,6 +97,10 @@ class Controller:
         self._status_streak: dict[Key, int] = {}  # progress writes since the last verdict
         # progress due, held once while others wait: False while held, True once released
         self._status_held: dict[Key, bool] = {}
+        # events about an instance's objects seen during its pass, and what that pass wrote:
+        # judged when it ends (_settle_events)
+        self._during: dict[Key, set[tuple]] = {}
+        self._written: dict[Key, set[tuple]] = {}
         self.informers: list[Informer] = []  # built in run(), once the owned kinds are known
         self.namespace_informer: Informer | None = None  # started by the first selector grant
         self._namespaces_asked: asyncio.Task | None = None  # may we? (asked before watching)
@@ -267,8 +271,25 @@ class Controller:
             members.add(identity(obj))
             if old is not None and _version(old) == _version(obj):
                 return  # our own write, already remembered from its answer: nothing new
-        if (owner := self._owner_of(obj)) is not None:
+        if (owner := self._owner_of(obj)) is None:
+            return
+        if self.queue.active(owner):  # judged once its pass ends: maybe only its own write
+            self._during.setdefault(owner, set()).add((kind, identity(obj), _version(obj)))
+        else:
             self.queue.nudge(owner)
+
+    def _settle_events(self, key: Key) -> None:
+        """Its pass is over: events about its objects that showed only what the pass wrote
+        itself (the watch of a created PVC often delivers before the pod's apply returns) are
+        nothing new; any other event (a deletion, someone else's write) queues it again."""
+        seen, written = self._during.pop(key, ()), self._written.pop(key, set())
+        if any(kind == "DELETED" or (ident, rv) not in written for kind, ident, rv in seen):
+            self.queue.nudge(key)
+
+    @staticmethod
+    def _written_by(result: InstanceResult) -> set[tuple]:
+        """(identity, resourceVersion) of every object as the pass left or found it."""
+        return {(identity(o.live), _version(o.live)) for o in result.outcomes if o.live}
 
     def _on_event(self, kind: str, event: Manifest, old: Manifest | None) -> None:
         if kind == "DELETED":
@@ -343,6 +364,7 @@ class Controller:
         if self._status_held.get(key):  # released: this pass wrote it, or had none to write
             del self._status_held[key]
         self.wanted[key] = want
+        self._written[key] = self._written_by(result)
         for outcome in result.outcomes:
             self.metrics.applies.labels(outcome.action).inc()
         if result.status_written:
@@ -404,6 +426,7 @@ class Controller:
             except Exception:
                 log.exception("reconciling %s/%s failed", *key)
                 failed = True
+            self._settle_events(key)
             self.queue.done(key, failed=failed)
             self._release_held()
 

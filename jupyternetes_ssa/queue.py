@@ -42,6 +42,10 @@ class WorkQueue:
             return
         self.add(key)
 
+    def active(self, key: Hashable) -> bool:
+        """Whether a worker is processing `key` now."""
+        return key in self._active
+
     def add_after(self, key: Hashable, delay: float) -> None:
         if key in self._timers:
             self._timers[key].cancel()
