@@ -164,10 +164,10 @@ def _error(status: int, phrase: str, content: bytes) -> ApiError:
 
 
 class _Http:
-    """Plain requests (not watches) on kr8s' credentials, sent with aiohttp: its C parser costs
-    a third of the CPU httpx does per request (0.5 against 1.9 ms, BENCHMARKS.md "Profile"), and
-    a reconciler sends thousands. kr8s still finds, loads and refreshes the credentials (kubeconfig,
-    in-cluster account, exec plugins) and carries the watches."""
+    """Requests and watches on kr8s' credentials, sent with aiohttp: its C parser costs a third
+    of the CPU httpx does per request (0.5 against 1.9 ms, BENCHMARKS.md "Profile"), and a
+    reconciler sends thousands and decodes a watch event for each. kr8s still finds, loads and
+    refreshes the credentials (kubeconfig, in-cluster account, exec plugins)."""
 
     def __init__(self, api: kr8s.asyncio.Api):
         self.api = api
@@ -189,7 +189,9 @@ class _Http:
         return aiohttp.ClientSession(
             auth.server,
             headers={"User-Agent": f"jupyternetes-ssa kr8s/{self.api.__version__}"},
-            connector=aiohttp.TCPConnector(ssl=await auth.ssl_context()),
+            # no pool limit: each watch holds a connection for minutes, and a reconciler of many
+            # namespaces runs hundreds; callers bound their own requests (--concurrency)
+            connector=aiohttp.TCPConnector(ssl=await auth.ssl_context(), limit=0),
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
 
@@ -211,6 +213,36 @@ class _Http:
                 server_hostname=self.api.auth.tls_server_name or None,
             ) as resp:
                 return resp.status, resp.reason or "", await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+
+    async def lines(self, path: str, params: dict, read_timeout: float) -> AsyncIterator[bytes]:
+        """A streamed GET (a watch), line by line, whatever a line's length; ApiError for an
+        error answer or a broken stream."""
+        session = self.session if self.session and not self.session.closed else await self._open()
+        query = {k: str(v) for k, v in params.items()}
+        headers = {"Authorization": f"Bearer {t}"} if (t := self.api.auth.token) else {}
+        timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=read_timeout)
+        try:
+            async with session.get(
+                path,
+                params=query,
+                headers=headers,
+                timeout=timeout,
+                server_hostname=self.api.auth.tls_server_name or None,
+            ) as resp:
+                if resp.status >= 400:
+                    raise _error(resp.status, resp.reason or "", await resp.read())
+                buf = bytearray()
+                async for chunk in resp.content.iter_any():
+                    buf += chunk
+                    start = 0
+                    while (end := buf.find(b"\n", start)) >= 0:
+                        yield bytes(buf[start:end])
+                        start = end + 1
+                    del buf[:start]
+                if buf:
+                    yield bytes(buf)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
 
@@ -497,7 +529,34 @@ class Kube:
             params["labelSelector"] = label_selector
         if field_selector:
             params["fieldSelector"] = field_selector
-        timeout = httpx.Timeout(30.0, read=timeout_seconds + 30)
+        lines = self._watch_kr8s if self.http is None else self._watch_http
+        try:
+            async for line in lines(res, namespace, params, timeout_seconds + 30):
+                if not line:
+                    continue
+                event = orjson.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise ApiError(
+                        obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""), obj
+                    )
+                yield event["type"], obj
+        except ApiError as err:
+            if err.status == 410:
+                raise WatchExpired(err.message or "410 Gone") from err
+            raise
+
+    async def _watch_http(
+        self, res: Resource, namespace: str | None, params: dict, read_timeout: float
+    ) -> AsyncIterator[bytes]:
+        path = self.api._construct_url(res.api_version, "", namespace, res.url())
+        async for line in self.http.lines(path, params, read_timeout):
+            yield line
+
+    async def _watch_kr8s(
+        self, res: Resource, namespace: str | None, params: dict, read_timeout: float
+    ) -> AsyncIterator[str]:
+        """Through kr8s' own client (an Api that is not kr8s', as fault injection uses)."""
         try:
             async with self.api.call_api(
                 "GET",
@@ -506,30 +565,16 @@ class Kube:
                 url=res.url(),
                 params=params,
                 stream=True,
-                timeout=timeout,
+                timeout=httpx.Timeout(30.0, read=read_timeout),
                 raise_for_status=False,
             ) as resp:
                 if resp.is_error:
                     await resp.aread()
-                    err = _response_error(resp)
-                    raise WatchExpired(err.message) if err.status == 410 else err
+                    raise _response_error(resp)
                 async for line in resp.aiter_lines():
-                    if not line:
-                        continue
-                    event = orjson.loads(line)
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        if obj.get("code") == 410:
-                            raise WatchExpired(obj.get("message", "410 Gone"))
-                        raise ApiError(
-                            obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""), obj
-                        )
-                    yield event["type"], obj
+                    yield line
         except (kr8s.ServerError, httpx.TransportError, kr8s.APITimeoutError) as exc:
-            err = _as_api_error(exc)
-            if err.status == 410:
-                raise WatchExpired(err.message) from exc
-            raise err from exc
+            raise _as_api_error(exc) from exc
 
     async def allowed(self, verb: str, res: Resource) -> bool:
         """Whether we may `verb` `res` in every namespace (or cluster-scoped). Asked
