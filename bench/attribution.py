@@ -77,6 +77,27 @@ def _schema(name: str, precedence: int, subject: dict, rule: dict) -> dict[str, 
     }
 
 
+def hub_flow_schema(namespace: str, service_account: str) -> dict[str, Any]:
+    """The hub's requests, exempt from APF's queues as the admin's are; not counted."""
+    subject = {
+        "kind": "ServiceAccount",
+        "serviceAccount": {"name": service_account, "namespace": namespace},
+    }
+    anything = {
+        "resourceRules": [
+            {
+                "verbs": ["*"],
+                "apiGroups": ["*"],
+                "resources": ["*"],
+                "namespaces": ["*"],
+                "clusterScope": True,
+            }
+        ],
+        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+    }
+    return _schema(f"{PREFIX}hub", 50, subject, anything)
+
+
 def flow_schemas(namespace: str, service_account: str) -> list[dict[str, Any]]:
     """Every FlowSchema needed to count the subject's requests; they never overlap.
 

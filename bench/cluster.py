@@ -1,8 +1,8 @@
 """The cluster side of a run: the target cluster, the measured identity, namespaces, /metrics.
 
-The bench itself (playing the hub and the observer) acts as the cluster admin; every contender
-acts as one ServiceAccount, the *subject*, whose requests the apiserver counts for us (see
-bench.attribution).
+The bench itself (the observer, and the admin's setup) acts as the cluster admin; every
+contender acts as one ServiceAccount, the *subject*, whose requests the apiserver counts for us
+(see bench.attribution); the hub acts as a ServiceAccount of its own, as a real hub does.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.attribution import FLOW_LABEL_KEY, Snapshot, flow_schemas, schema_name
+from bench.attribution import FLOW_LABEL_KEY, Snapshot, flow_schemas, hub_flow_schema, schema_name
 from jupyternetes_ssa import local_cluster
 from jupyternetes_ssa.kube import NAMESPACE, ApiError, Kube, Resource
 from jupyternetes_ssa.local_cluster.identity import request_token, token_kubeconfig
@@ -26,6 +26,8 @@ log = logging.getLogger("bench")
 SYSTEM_NAMESPACE = "jupyternetes-bench-system"
 SUBJECT = "subject"
 BINDING = "jupyternetes-bench-subject"
+HUB = "hub"
+HUB_ROLE = "jupyternetes-bench-hub"  # its ClusterRole, ClusterRoleBinding and FlowSchema
 MANAGER = "jupyternetes-bench"
 SERVICE_ACCOUNT = Resource("v1", "ServiceAccount", "serviceaccounts")
 PERSISTENT_VOLUME = Resource("v1", "PersistentVolume", "persistentvolumes")
@@ -120,6 +122,53 @@ async def make_subject(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
     return token_kubeconfig(admin_kubeconfig, token, out, SYSTEM_NAMESPACE)
 
 
+async def make_hub(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
+    """The hub's ServiceAccount and a kubeconfig (bearer token) acting as it: the spawner's
+    rights (examples/deploy/hub-rbac, in every namespace), and a bearer token as a hub in a pod
+    has. The admin's client certificate would cost the apiserver a signature check on every
+    request (it caches token reviews, not certificate checks), a cost no real hub imposes. Its
+    FlowSchema is APF's exempt level, as the admin's requests were: nothing queues the hub."""
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": HUB, "namespace": SYSTEM_NAMESPACE},
+    }
+    await apply(
+        api, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{HUB}", account, MANAGER
+    )
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": HUB_ROLE},
+        "rules": [
+            {
+                "apiGroups": ["kadense.io"],
+                "resources": ["jupyternotebookinstances"],
+                "verbs": ["list", "watch", "create", "patch", "delete"],
+            }
+        ],
+    }
+    await apply(api, f"{rbac}/clusterroles/{HUB_ROLE}", role, MANAGER)
+    subject = {"kind": "ServiceAccount", "name": HUB, "namespace": SYSTEM_NAMESPACE}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": HUB_ROLE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": HUB_ROLE,
+        },
+        "subjects": [subject],
+    }
+    await apply(api, f"{rbac}/clusterrolebindings/{HUB_ROLE}", binding, MANAGER)
+    schema = hub_flow_schema(SYSTEM_NAMESPACE, HUB)
+    await apply(api, f"{FLOW_SCHEMAS}/{schema['metadata']['name']}", schema, MANAGER)
+    token = await request_token(api, SYSTEM_NAMESPACE, HUB, seconds=TOKEN_SECONDS)
+    return token_kubeconfig(admin_kubeconfig, token, out, SYSTEM_NAMESPACE)
+
+
 async def install_flow_schemas(api: Any) -> int:
     schemas = flow_schemas(SYSTEM_NAMESPACE, SUBJECT)
     for schema in schemas:
@@ -154,12 +203,13 @@ async def remove_attribution(api: Any) -> None:
         params={"labelSelector": f"{FLOW_LABEL_KEY}=true"},
         ignore=(404,),
     )
-    await request(
-        api,
-        "DELETE",
-        f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{BINDING}",
-        ignore=(404,),
-    )
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    for path in (
+        f"clusterrolebindings/{BINDING}",
+        f"clusterrolebindings/{HUB_ROLE}",
+        f"clusterroles/{HUB_ROLE}",
+    ):
+        await request(api, "DELETE", f"{rbac}/{path}", ignore=(404,))
     await request(api, "DELETE", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}", ignore=(404,))
 
 

@@ -37,12 +37,13 @@ CONTEXT_RESOURCES = (
 
 @dataclass
 class Env:
-    """What every phase needs: the admin client (the hub and observer), the subject's
-    kubeconfig (the contenders), the tools, where logs go, and the knobs."""
+    """What every phase needs: the admin client (setup and observer), the subject's
+    kubeconfig (the contenders), the hub's, the tools, where logs go, and the knobs."""
 
     admin: Kube
     admin_kubeconfig: Path
     subject_kubeconfig: Path
+    hub_kubeconfig: Path
     kubectl: Path
     scraper: Scraper
     logs: Path
@@ -204,7 +205,7 @@ def loop_argv(
         "-m",
         "bench.create_loop",
         "--kubeconfig",
-        str(env.admin_kubeconfig if hub else env.subject_kubeconfig),
+        str(env.hub_kubeconfig if hub else env.subject_kubeconfig),
         "--objects",
         str(objects),
         "--concurrency",

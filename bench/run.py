@@ -32,6 +32,7 @@ from bench.cluster import (
     fresh_namespace,
     install_flow_schemas,
     kubernetes_version,
+    make_hub,
     make_subject,
     remove_attribution,
     wait_attribution,
@@ -145,6 +146,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
 
     await install_crds(api)
     subject_kubeconfig = await make_subject(api, target.kubeconfig, workdir / "subject.kubeconfig")
+    hub_kubeconfig = await make_hub(api, target.kubeconfig, workdir / "hub.kubeconfig")
     log.info(
         "installed %d FlowSchemas to count the subject's requests", await install_flow_schemas(api)
     )
@@ -155,6 +157,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
         admin=admin,
         admin_kubeconfig=target.kubeconfig,
         subject_kubeconfig=subject_kubeconfig,
+        hub_kubeconfig=hub_kubeconfig,
         kubectl=target.kubectl,
         scraper=scraper,
         logs=workdir,
