@@ -32,6 +32,7 @@ MANAGER = "jupyternetes-bench"
 SERVICE_ACCOUNT = Resource("v1", "ServiceAccount", "serviceaccounts")
 PERSISTENT_VOLUME = Resource("v1", "PersistentVolume", "persistentvolumes")
 FLOW_SCHEMAS = "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
 TOKEN_SECONDS = 6 * 3600
 
 
@@ -89,37 +90,39 @@ async def kubernetes_version(kube: Kube) -> str:
     return body.get("gitVersion", "unknown")
 
 
-async def make_subject(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
-    """A ServiceAccount with cluster-admin rights and a kubeconfig (bearer token) acting as it.
-
-    cluster-admin keeps the rights question out of the benchmark; what is measured is requests.
-    """
+async def _account(
+    api: Any, name: str, role: str, binding: str, admin_kubeconfig: Path, out: Path
+) -> Path:
+    """A ServiceAccount of the bench's namespace bound to ClusterRole `role`, and a kubeconfig
+    acting as it with a bearer token."""
     ns_body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}
     await apply(api, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}", ns_body, MANAGER)
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": SUBJECT, "namespace": SYSTEM_NAMESPACE},
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
     }
     await apply(
-        api, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{SUBJECT}", account, MANAGER
+        api, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{name}", account, MANAGER
     )
-    binding = {
+    body = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": BINDING},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "cluster-admin",
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": SUBJECT, "namespace": SYSTEM_NAMESPACE}],
+        "metadata": {"name": binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}],
     }
-    await apply(
-        api, f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{BINDING}", binding, MANAGER
-    )
-    token = await request_token(api, SYSTEM_NAMESPACE, SUBJECT, seconds=TOKEN_SECONDS)
+    await apply(api, f"{RBAC}/clusterrolebindings/{binding}", body, MANAGER)
+    token = await request_token(api, SYSTEM_NAMESPACE, name, seconds=TOKEN_SECONDS)
     return token_kubeconfig(admin_kubeconfig, token, out, SYSTEM_NAMESPACE)
+
+
+async def make_subject(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
+    """A ServiceAccount with cluster-admin rights and a kubeconfig (bearer token) acting as it.
+
+    cluster-admin keeps the rights question out of the benchmark; what is measured is requests.
+    """
+    return await _account(api, SUBJECT, "cluster-admin", BINDING, admin_kubeconfig, out)
 
 
 async def make_hub(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
@@ -128,15 +131,6 @@ async def make_hub(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
     has. The admin's client certificate would cost the apiserver a signature check on every
     request (it caches token reviews, not certificate checks), a cost no real hub imposes. Its
     FlowSchema is APF's exempt level, as the admin's requests were: nothing queues the hub."""
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": HUB, "namespace": SYSTEM_NAMESPACE},
-    }
-    await apply(
-        api, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts/{HUB}", account, MANAGER
-    )
-    rbac = "/apis/rbac.authorization.k8s.io/v1"
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -149,24 +143,10 @@ async def make_hub(api: Any, admin_kubeconfig: Path, out: Path) -> Path:
             }
         ],
     }
-    await apply(api, f"{rbac}/clusterroles/{HUB_ROLE}", role, MANAGER)
-    subject = {"kind": "ServiceAccount", "name": HUB, "namespace": SYSTEM_NAMESPACE}
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": HUB_ROLE},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": HUB_ROLE,
-        },
-        "subjects": [subject],
-    }
-    await apply(api, f"{rbac}/clusterrolebindings/{HUB_ROLE}", binding, MANAGER)
+    await apply(api, f"{RBAC}/clusterroles/{HUB_ROLE}", role, MANAGER)
     schema = hub_flow_schema(SYSTEM_NAMESPACE, HUB)
     await apply(api, f"{FLOW_SCHEMAS}/{schema['metadata']['name']}", schema, MANAGER)
-    token = await request_token(api, SYSTEM_NAMESPACE, HUB, seconds=TOKEN_SECONDS)
-    return token_kubeconfig(admin_kubeconfig, token, out, SYSTEM_NAMESPACE)
+    return await _account(api, HUB, HUB_ROLE, HUB_ROLE, admin_kubeconfig, out)
 
 
 async def install_flow_schemas(api: Any) -> int:
@@ -203,13 +183,12 @@ async def remove_attribution(api: Any) -> None:
         params={"labelSelector": f"{FLOW_LABEL_KEY}=true"},
         ignore=(404,),
     )
-    rbac = "/apis/rbac.authorization.k8s.io/v1"
     for path in (
         f"clusterrolebindings/{BINDING}",
         f"clusterrolebindings/{HUB_ROLE}",
         f"clusterroles/{HUB_ROLE}",
     ):
-        await request(api, "DELETE", f"{rbac}/{path}", ignore=(404,))
+        await request(api, "DELETE", f"{RBAC}/{path}", ignore=(404,))
     await request(api, "DELETE", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}", ignore=(404,))
 
 

@@ -195,14 +195,22 @@ class _Http:
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
 
+    async def _prepare(
+        self, params: dict | None, headers: dict
+    ) -> tuple[aiohttp.ClientSession, dict[str, str], dict]:
+        """The session, the query as strings, and the headers with the current token (read per
+        request: whoever re-authenticates, every request after sees it)."""
+        session = self.session if self.session and not self.session.closed else await self._open()
+        query = {k: str(v) for k, v in (params or {}).items()}
+        if token := self.api.auth.token:
+            headers = {**headers, "Authorization": f"Bearer {token}"}
+        return session, query, headers
+
     async def send(
         self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict
     ) -> tuple[int, str, bytes]:
         """(status, reason phrase, body); raises ApiError(0) when the server was not reached."""
-        session = self.session if self.session and not self.session.closed else await self._open()
-        query = {k: str(v) for k, v in (params or {}).items()}
-        if token := self.api.auth.token:  # read per request: whoever re-authenticates, all see it
-            headers = {**headers, "Authorization": f"Bearer {token}"}
+        session, query, headers = await self._prepare(params, headers)
         try:
             async with session.request(
                 method,
@@ -219,9 +227,7 @@ class _Http:
     async def lines(self, path: str, params: dict, read_timeout: float) -> AsyncIterator[bytes]:
         """A streamed GET (a watch), line by line, whatever a line's length; ApiError for an
         error answer or a broken stream."""
-        session = self.session if self.session and not self.session.closed else await self._open()
-        query = {k: str(v) for k, v in params.items()}
-        headers = {"Authorization": f"Bearer {t}"} if (t := self.api.auth.token) else {}
+        session, query, headers = await self._prepare(params, {})
         timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=read_timeout)
         try:
             async with session.get(

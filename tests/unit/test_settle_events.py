@@ -5,6 +5,8 @@ as before."""
 
 from __future__ import annotations
 
+import pytest
+
 from jupyternetes_ssa import labels
 from jupyternetes_ssa.controller import Controller
 from jupyternetes_ssa.settings import Settings
@@ -60,32 +62,25 @@ async def test_the_watch_of_our_own_create_during_the_pass_queues_nothing():
     assert not ctl._during and not ctl._written
 
 
-async def test_someone_elses_write_during_the_pass_queues_it_again():
+@pytest.mark.parametrize(
+    ("events", "wrote"),
+    [
+        # someone else's write after ours (e.g. the claim bound meanwhile)
+        ([("ADDED", "100", None), ("MODIFIED", "101", "100")], "100"),
+        # a deletion is news even at the version the pass wrote
+        ([("DELETED", "100", None)], "100"),
+        # a pass that returned early (its instance gone, labels pending) recorded no writes
+        ([("ADDED", "100", None)], None),
+    ],
+    ids=["someone-elses-write", "a-deletion", "a-pass-that-wrote-nothing"],
+)
+async def test_any_other_event_during_the_pass_queues_it_again(events, wrote):
     ctl = _controller()
     await _in_pass(ctl)
-    ctl._on_owned("ADDED", _pvc("100"), None)
-    ctl._on_owned("MODIFIED", _pvc("101"), _pvc("100"))  # e.g. the claim bound meanwhile
-    _wrote(ctl, _pvc("100"))
-    ctl._settle_events(KEY)
-    ctl.queue.done(KEY)
-    assert len(ctl.queue) == 1
-
-
-async def test_a_deletion_during_the_pass_queues_it_again():
-    ctl = _controller()
-    await _in_pass(ctl)
-    ctl._on_owned("DELETED", _pvc("100"), None)  # same version as written, still news
-    _wrote(ctl, _pvc("100"))
-    ctl._settle_events(KEY)
-    ctl.queue.done(KEY)
-    assert len(ctl.queue) == 1
-
-
-async def test_an_event_during_a_pass_that_wrote_nothing_queues_it_again():
-    """A pass that returned early (its instance gone, labels pending) recorded no writes."""
-    ctl = _controller()
-    await _in_pass(ctl)
-    ctl._on_owned("ADDED", _pvc("100"), None)
+    for kind, version, old in events:
+        ctl._on_owned(kind, _pvc(version), old and _pvc(old))
+    if wrote is not None:
+        _wrote(ctl, _pvc(wrote))
     ctl._settle_events(KEY)
     ctl.queue.done(KEY)
     assert len(ctl.queue) == 1
