@@ -9,6 +9,7 @@ retried with backoff in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -173,6 +174,10 @@ class _Http:
         self.api = api
         self.session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
+        # requests and watches in flight per session; sessions replaced by renew(), each closed
+        # once its last one ends
+        self._users: dict[aiohttp.ClientSession, int] = {}
+        self._retired: set[aiohttp.ClientSession] = set()
 
     async def _open(self) -> aiohttp.ClientSession:
         """One session, however many requests arrive before it exists (each would open its own
@@ -199,19 +204,21 @@ class _Http:
         self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict
     ) -> tuple[int, str, bytes]:
         """(status, reason phrase, body); raises ApiError(0) when the server was not reached."""
-        session = self.session if self.session and not self.session.closed else await self._open()
         query = {k: str(v) for k, v in (params or {}).items()}
         if token := self.api.auth.token:  # read per request: whoever re-authenticates, all see it
             headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
-            async with session.request(
-                method,
-                path,
-                params=query,
-                data=content,
-                headers=headers,
-                server_hostname=self.api.auth.tls_server_name or None,
-            ) as resp:
+            async with (
+                self._using() as session,
+                session.request(
+                    method,
+                    path,
+                    params=query,
+                    data=content,
+                    headers=headers,
+                    server_hostname=self.api.auth.tls_server_name or None,
+                ) as resp,
+            ):
                 return resp.status, resp.reason or "", await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
@@ -219,18 +226,20 @@ class _Http:
     async def lines(self, path: str, params: dict, read_timeout: float) -> AsyncIterator[bytes]:
         """A streamed GET (a watch), line by line, whatever a line's length; ApiError for an
         error answer or a broken stream."""
-        session = self.session if self.session and not self.session.closed else await self._open()
         query = {k: str(v) for k, v in params.items()}
         headers = {"Authorization": f"Bearer {t}"} if (t := self.api.auth.token) else {}
         timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=read_timeout)
         try:
-            async with session.get(
-                path,
-                params=query,
-                headers=headers,
-                timeout=timeout,
-                server_hostname=self.api.auth.tls_server_name or None,
-            ) as resp:
+            async with (
+                self._using() as session,
+                session.get(
+                    path,
+                    params=query,
+                    headers=headers,
+                    timeout=timeout,
+                    server_hostname=self.api.auth.tls_server_name or None,
+                ) as resp,
+            ):
                 if resp.status >= 400:
                     raise _error(resp.status, resp.reason or "", await resp.read())
                 buf = bytearray()
@@ -246,10 +255,41 @@ class _Http:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
 
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The current session, counted in use until the request or watch ends."""
+        session = self.session if self.session and not self.session.closed else await self._open()
+        self._users[session] = self._users.get(session, 0) + 1
+        try:
+            yield session
+        finally:
+            if left := self._users[session] - 1:
+                self._users[session] = left
+            else:
+                del self._users[session]
+                if session in self._retired:
+                    self._retired.discard(session)
+                    await session.close()
+
+    async def renew(self) -> None:
+        """New credentials (a 401): requests from now on go on a new session. What is in flight
+        on the old one goes on (the apiserver authenticated it when it began; a watch streams
+        for minutes) and the old session is closed once it is idle. Closing it at once would
+        not even end its watches: they hung, silent, until their read timeout (adv10)."""
+        old, self.session = self.session, None
+        if old is None or old.closed:
+            return
+        if self._users.get(old):
+            self._retired.add(old)
+        else:
+            await old.close()
+
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        """Close every session (the client is done with)."""
+        sessions = [self.session, *self._retired] if self.session else [*self._retired]
+        self.session, self._retired = None, set()
+        for session in sessions:
+            await session.close()
 
 
 def _fast_path(api: Any) -> _Http | None:
@@ -355,7 +395,7 @@ class Kube:
         await self.api.auth.reauthenticate()
         await self.api._create_session()  # kr8s has no public way to re-read credentials
         if self.http is not None:
-            await self.http.close()  # re-opened with the new credentials
+            await self.http.renew()  # a new session on the new credentials
 
     async def any(self, res: Resource, namespace: str | None, *, label_selector: str) -> bool:
         """Whether one object of the kind matches: one request of one item, whatever the count."""

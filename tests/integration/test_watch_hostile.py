@@ -1,0 +1,121 @@
+"""adv10: Kube.watch on its aiohttp path under a hostile cluster: re-authentication closing the
+session under the watches, an account's tokens invalidated and refreshed, compacted versions
+(410), many watches at once. Real apiserver throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from jupyternetes_ssa.informer import Informer
+from jupyternetes_ssa.kube import Kube, Resource
+from jupyternetes_ssa.local_cluster import wait_for
+
+pytestmark = pytest.mark.integration
+CONFIGMAP = Resource("v1", "ConfigMap", "configmaps")
+RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
+
+
+@pytest.fixture
+async def kube(cluster):
+    client = Kube(cluster.api)
+    yield client
+    if client.http is not None:
+        await client.http.close()
+
+
+def _configmap(namespace: str, name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"watch-test": "yes"}},
+        "data": {"a": "b"},
+    }
+
+
+@contextlib.asynccontextmanager
+async def _running(*informers: Informer):
+    tasks = [asyncio.create_task(i.run()) for i in informers]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for t in tasks:  # an informer never ends by itself: a crash would show here
+            assert t.cancelled(), t
+
+
+async def test_reauthentication_cuts_the_watches_of_its_session_and_they_resume(
+    cluster, kube, namespace
+):
+    """Kube._reauthenticate closes the aiohttp session every watch of the client streams on
+    (any 401 of any request does it): each watch must end (not hang until its read timeout,
+    here 330 s) and its informer must deliver what happens after."""
+    stores = [{}, {}, {}]
+    informers = [
+        Informer(kube, CONFIGMAP, (namespace,), s, lambda *_: None, timeout_seconds=300)
+        for s in stores
+    ]
+    async with _running(*informers) as tasks:
+        await wait_for(lambda: all(i.synced for i in informers), timeout=30, message="listed")
+        await wait_for(
+            lambda: (
+                kube.http.session is not None and len(kube.http.session.connector._acquired) >= 3
+            ),
+            timeout=30,
+            message="three watches streaming",
+        )
+        await kube._reauthenticate()
+        await cluster.kube.create(_configmap(namespace, "after-reauth"))
+        await wait_for(
+            lambda: all((namespace, "after-reauth") in s for s in stores),
+            timeout=20,
+            message="every informer sees the change made after the session was closed",
+        )
+        assert not any(t.done() for t in tasks)
+        await wait_for(lambda: all(i.synced for i in informers), timeout=30, message="synced")
+
+
+async def test_an_informer_recovers_once_its_accounts_token_is_refused_and_refreshed(
+    cluster, namespace, sa_kubeconfig
+):
+    """The watch meets the 401 (kr8s used to re-authenticate inside its call; the aiohttp watch
+    raises ApiError(401)); the informer's re-list goes through Kube.list, which re-reads the
+    kubeconfig. The watch is short (3 s) so that it must be opened again with the dead token."""
+    from test_hostile_scale import _refused, _rotate_token
+
+    path = await sa_kubeconfig(RULES, name="watcher")
+    kube = await Kube.connect(kubeconfig=str(path))
+    assert kube.http is not None
+    store: dict = {}
+    informer = Informer(kube, CONFIGMAP, (namespace,), store, lambda *_: None, timeout_seconds=3)
+    old = kube.api.auth.token
+    try:
+        async with _running(informer):
+            await wait_for(lambda: informer.synced, timeout=30, message="listed")
+            relists = informer.relists
+            await _rotate_token(cluster, namespace, "watcher", path)
+            await wait_for(
+                lambda: _refused(kube, old, f"/api/v1/namespaces/{namespace}/configmaps"),
+                timeout=90,
+                message="old token refused",
+            )
+            await wait_for(  # the next watch (3 s) meets the 401; the re-list re-reads
+                lambda: kube.api.auth.token != old, timeout=60, message="credentials re-read"
+            )
+            await cluster.kube.create(_configmap(namespace, "after-rotation"))
+            await wait_for(
+                lambda: (namespace, "after-rotation") in store,
+                timeout=60,
+                message="the change made after the rotation reaches the cache",
+            )
+            await wait_for(lambda: informer.synced, timeout=60, message="synced again")
+            assert informer.relists > relists  # it went through the re-list (Kube.list)
+    finally:
+        if kube.http is not None:
+            await kube.http.close()
