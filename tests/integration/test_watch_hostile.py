@@ -119,3 +119,51 @@ async def test_an_informer_recovers_once_its_accounts_token_is_refused_and_refre
     finally:
         if kube.http is not None:
             await kube.http.close()
+
+
+async def test_a_watch_left_early_lets_its_connection_go(cluster, kube, namespace):
+    """A consumer that stops reading (breaks out, or an ERROR event raised inside Kube.watch)
+    leaves the stream to be finalized: its connection is released, and a session retired by a
+    re-authentication meanwhile is closed once its last watch is let go."""
+    listed = await kube.list(CONFIGMAP, namespace)
+    await cluster.kube.create(_configmap(namespace, "one"))
+    session = None
+    async for kind, _ in kube.watch(CONFIGMAP, namespace, listed.resource_version):
+        session = kube.http.session
+        assert kind == "ADDED"
+        await kube._reauthenticate()  # retired: in use by this watch, closed when it ends
+        assert not session.closed
+        break
+    await wait_for(lambda: session.closed, timeout=10, message="the retired session closed")
+    assert not kube.http._users and not kube.http._retired
+
+
+async def test_many_watches_on_one_client_all_deliver(cluster, kube, namespace):
+    """limit=0: a reconciler of many namespaces holds a watch per namespace and kind, each a
+    connection for minutes; the 101st must not wait for a free one (aiohttp's default pool
+    holds 100)."""
+    count = 120
+    listed = await kube.list(CONFIGMAP, namespace)
+    seen: set[int] = set()
+
+    async def one(i: int) -> None:
+        async for kind, obj in kube.watch(
+            CONFIGMAP, namespace, listed.resource_version, timeout_seconds=60
+        ):
+            if kind == "ADDED" and obj["metadata"]["name"] == "for-all":
+                seen.add(i)
+                return
+
+    tasks = [asyncio.create_task(one(i)) for i in range(count)]
+    try:
+        await wait_for(
+            lambda: kube.http._users.get(kube.http.session, 0) >= count,
+            timeout=60,
+            message="every watch streaming",
+        )
+        await cluster.kube.create(_configmap(namespace, "for-all"))
+        await wait_for(lambda: len(seen) == count, timeout=60, message="every watch delivers")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
