@@ -164,6 +164,20 @@ def _error(status: int, phrase: str, content: bytes) -> ApiError:
     return ApiError(status, body.get("reason", ""), body.get("message", phrase), body)
 
 
+def _watch_event(line: bytes | str) -> tuple[str, Manifest]:
+    """(type, object) of one line of a watch; a line that is not a watch event (a truncated
+    one, a proxy's page) is an ApiError like any broken stream, for the caller to re-list."""
+    try:
+        event = orjson.loads(line)
+        kind, obj = event["type"], event.get("object") or {}
+        if isinstance(kind, str) and isinstance(obj, dict):
+            return kind, obj
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    text = line if isinstance(line, str) else line.decode(errors="replace")
+    raise ApiError(0, "BadWatchEvent", f"not a watch event: {text[:200]!r}")
+
+
 class _Http:
     """Requests and watches on kr8s' credentials, sent with aiohttp: its C parser costs a third
     of the CPU httpx does per request (0.5 against 1.9 ms, BENCHMARKS.md "Profile"), and a
@@ -250,8 +264,8 @@ class _Http:
                         yield bytes(buf[start:end])
                         start = end + 1
                     del buf[:start]
-                if buf:
-                    yield bytes(buf)
+                if buf:  # a clean end in mid-line: the stream was cut (a proxy, a restart)
+                    raise ApiError(0, "Unreachable", "the watch stream ended in mid-event")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
 
@@ -574,13 +588,12 @@ class Kube:
             async for line in lines(res, namespace, params, timeout_seconds + 30):
                 if not line:
                     continue
-                event = orjson.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
+                kind, obj = _watch_event(line)
+                if kind == "ERROR":
                     raise ApiError(
                         obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""), obj
                     )
-                yield event["type"], obj
+                yield kind, obj
         except ApiError as err:
             if err.status == 410:
                 raise WatchExpired(err.message or "410 Gone") from err
