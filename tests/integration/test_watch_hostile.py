@@ -167,3 +167,38 @@ async def test_many_watches_on_one_client_all_deliver(cluster, kube, namespace):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_pod_deleted_after_a_reauthentication_is_recreated(cluster, namespace):
+    """The reconciler end to end: any 401 re-authenticates the client its informers share.
+    Before adv10 that closed the aiohttp session under every watch, which then hung silent,
+    past their read timeout, with the informers still synced (/healthz fine): a pod deleted
+    afterwards was never re-created, a status never updated, until the process restarted."""
+    from reconcile_helpers import put, seed_instance, seed_template, status_of
+    from test_controller import running, settings_for
+
+    from jupyternetes_ssa.kube import POD
+
+    kube = Kube(cluster.api)  # the reconciler's own client and session
+    await put(cluster.kube, seed_template(namespace))
+    await put(cluster.kube, seed_instance(namespace, "bob"))
+
+    async def running_phase() -> bool:
+        return (await status_of(cluster.kube, namespace, "bob")).get("phase") == "Running"
+
+    try:
+        async with running(kube, settings_for(namespace)):
+            await wait_for(running_phase, timeout=60, message="bob Running")
+            uid = (await cluster.kube.get(POD, namespace, "bob-notebook"))["metadata"]["uid"]
+            await kube._reauthenticate()  # what a 401 on any of its requests does
+            await cluster.kube.delete(POD, namespace, "bob-notebook")
+
+            async def replaced() -> bool:
+                pod = await cluster.kube.get(POD, namespace, "bob-notebook")
+                return bool(pod) and pod["metadata"]["uid"] != uid
+
+            await wait_for(replaced, timeout=60, message="the deleted pod re-created")
+            await wait_for(running_phase, timeout=60, message="bob Running again")
+    finally:
+        if kube.http is not None:
+            await kube.http.close()
