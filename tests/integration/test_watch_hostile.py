@@ -202,3 +202,34 @@ async def test_a_pod_deleted_after_a_reauthentication_is_recreated(cluster, name
     finally:
         if kube.http is not None:
             await kube.http.close()
+
+
+async def test_the_hubs_shared_instance_watch_follows_changes_after_a_reauthentication(
+    cluster, namespace
+):
+    """spawner.InstanceWatch: one watch per namespace for every spawner of the hub, on the
+    hub's one client. A 401 met by any spawner's request re-authenticates that client; the
+    watch must still deliver, or every later spawn waits for a Ready it is never told of."""
+    from reconcile_helpers import put, seed_instance
+
+    from jupyternetes_ssa.spawner import InstanceWatch
+
+    kube = Kube(cluster.api)  # the hub's client
+    try:
+        watch = await InstanceWatch.get(kube, "adv10-hub", namespace)
+        await kube._reauthenticate()
+        await put(cluster.kube, seed_instance(namespace, "carol"))
+        await wait_for(
+            lambda: watch.instance("carol") is not None,
+            timeout=20,
+            message="the new instance reaches the hub's watch",
+        )
+        assert not watch._task.done()
+    finally:
+        InstanceWatch._shared.pop((id(asyncio.get_running_loop()), "adv10-hub", namespace), None)
+        if "watch" in locals():
+            watch._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch._task
+        if kube.http is not None:
+            await kube.http.close()
