@@ -258,11 +258,11 @@ class _Http:
                     raise _error(resp.status, resp.reason or "", await resp.read())
                 buf = bytearray()
                 async for chunk in resp.content.iter_any():
+                    start, scan = 0, len(buf)  # what buf held has no newline: search the chunk
                     buf += chunk
-                    start = 0
-                    while (end := buf.find(b"\n", start)) >= 0:
+                    while (end := buf.find(b"\n", scan)) >= 0:
                         yield bytes(buf[start:end])
-                        start = end + 1
+                        start = scan = end + 1
                     del buf[:start]
                 if buf:  # a clean end in mid-line: the stream was cut (a proxy, a restart)
                     raise ApiError(0, "Unreachable", "the watch stream ended in mid-event")

@@ -39,7 +39,7 @@ class _Api:
 
 
 @contextlib.asynccontextmanager
-async def _serving(body: bytes, status: int = 200):
+async def _serving(body: bytes, status: int = 200, piece: int = 0):
     async def handler(request):
         if status != 200:
             return web.json_response(
@@ -48,7 +48,8 @@ async def _serving(body: bytes, status: int = 200):
             )
         resp = web.StreamResponse()
         await resp.prepare(request)  # chunked: ended cleanly, whatever the body
-        await resp.write(body)
+        for i in range(0, len(body), piece or len(body) or 1):
+            await resp.write(body[i : i + (piece or len(body))])
         await resp.write_eof()
         return resp
 
@@ -76,6 +77,15 @@ async def _drain(kube: Kube) -> list[str]:
 async def test_a_whole_stream_is_delivered():
     async with _serving(ADDED + ADDED) as kube:
         assert await _drain(kube) == ["ADDED", "ADDED"]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 1000])
+async def test_lines_split_across_reads_arrive_whole(piece):
+    """Events cut anywhere by the network, several in one read or one over many."""
+    big = ADDED.replace(b'"a"', b'"' + b"b" * 5000 + b'"')
+    async with _serving(ADDED + big + ADDED + ADDED, piece=piece) as kube:
+        got = [obj async for _, obj in kube.watch(CONFIGMAP, "ns", "1", timeout_seconds=5)]
+    assert [len(o["metadata"]["name"]) for o in got] == [1, 5000, 1, 1]
 
 
 @pytest.mark.parametrize(
