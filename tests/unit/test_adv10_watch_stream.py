@@ -70,6 +70,16 @@ async def _serving(body: bytes, status: int = 200, piece: int = 0):
         await runner.cleanup()
 
 
+async def _released(kube: Kube) -> bool:
+    """The stream a raising watch left behind is finalized and its connection let go (else a
+    session retired by a re-authentication would stay open for good)."""
+    for _ in range(200):  # bounded: the generator's finalizer runs within a few loop turns
+        if not kube.http._users:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def _drain(kube: Kube) -> list[str]:
     return [kind async for kind, _ in kube.watch(CONFIGMAP, "ns", "1", timeout_seconds=5)]
 
@@ -105,6 +115,7 @@ async def test_a_stream_that_is_not_watch_events_is_an_api_error(body):
             async for kind, _ in kube.watch(CONFIGMAP, "ns", "1", timeout_seconds=5):
                 kinds.append(kind)
         assert kinds == ["ADDED"]
+        assert await _released(kube)
 
 
 async def test_410_as_a_status_and_as_an_error_event_is_watch_expired():
@@ -115,6 +126,7 @@ async def test_410_as_a_status_and_as_an_error_event_is_watch_expired():
     async with _serving(ADDED + error) as kube:
         with pytest.raises(WatchExpired):
             await _drain(kube)
+        assert await _released(kube)
 
 
 async def test_an_informer_survives_a_garbled_stream():
