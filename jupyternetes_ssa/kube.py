@@ -288,8 +288,9 @@ class _Http:
     async def renew(self) -> None:
         """New credentials (a 401): requests from now on go on a new session. What is in flight
         on the old one goes on (the apiserver authenticated it when it began; a watch streams
-        for minutes) and the old session is closed once it is idle. Closing it at once would
-        not even end its watches: they hung, silent, until their read timeout (adv10)."""
+        for minutes) and the old session is closed once it is idle. Closing it at once did not
+        even end its watches: they hung, silent, past their read timeout (still hung after 400 s
+        with a 330 s one; the TLS close never completes, adv10)."""
         old, self.session = self.session, None
         if old is None or old.closed:
             return
