@@ -290,7 +290,7 @@ class _Http:
         on the old one goes on (the apiserver authenticated it when it began; a watch streams
         for minutes) and the old session is closed once it is idle. Closing it at once did not
         even end its watches: they hung, silent, past their read timeout (still hung after 400 s
-        with a 330 s one; the TLS close never completes, adv10)."""
+        with a 330 s one, adv10)."""
         old, self.session = self.session, None
         if old is None or old.closed:
             return
