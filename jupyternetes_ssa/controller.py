@@ -284,7 +284,7 @@ class Controller:
         nothing new; any other event (a deletion, someone else's write) queues it again."""
         seen, written = self._during.pop(key, ()), self._written.pop(key, set())
         if any(kind == "DELETED" or (ident, rv) not in written for kind, ident, rv in seen):
-            self.queue.nudge(key)
+            self.queue.again(key)  # not nudge: a status timer this pass set may be a minute off
 
     @staticmethod
     def _written_by(result: InstanceResult) -> set[tuple]:

@@ -9,6 +9,7 @@ retried with backoff in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -163,6 +164,20 @@ def _error(status: int, phrase: str, content: bytes) -> ApiError:
     return ApiError(status, body.get("reason", ""), body.get("message", phrase), body)
 
 
+def _watch_event(line: bytes | str) -> tuple[str, Manifest]:
+    """(type, object) of one line of a watch; a line that is not a watch event (a truncated
+    one, a proxy's page) is an ApiError like any broken stream, for the caller to re-list."""
+    try:
+        event = orjson.loads(line)
+        kind, obj = event["type"], event.get("object") or {}
+        if isinstance(kind, str) and isinstance(obj, dict):
+            return kind, obj
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    text = line if isinstance(line, str) else line.decode(errors="replace")
+    raise ApiError(0, "BadWatchEvent", f"not a watch event: {text[:200]!r}")
+
+
 class _Http:
     """Requests and watches on kr8s' credentials, sent with aiohttp: its C parser costs a third
     of the CPU httpx does per request (0.5 against 1.9 ms, BENCHMARKS.md "Profile"), and a
@@ -173,6 +188,10 @@ class _Http:
         self.api = api
         self.session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
+        # requests and watches in flight per session; sessions replaced by renew(), each closed
+        # once its last one ends
+        self._users: dict[aiohttp.ClientSession, int] = {}
+        self._retired: set[aiohttp.ClientSession] = set()
 
     async def _open(self) -> aiohttp.ClientSession:
         """One session, however many requests arrive before it exists (each would open its own
@@ -195,31 +214,25 @@ class _Http:
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
 
-    async def _prepare(
-        self, params: dict | None, headers: dict
-    ) -> tuple[aiohttp.ClientSession, dict[str, str], dict]:
-        """The session, the query as strings, and the headers with the current token (read per
-        request: whoever re-authenticates, every request after sees it)."""
-        session = self.session if self.session and not self.session.closed else await self._open()
-        query = {k: str(v) for k, v in (params or {}).items()}
-        if token := self.api.auth.token:
-            headers = {**headers, "Authorization": f"Bearer {token}"}
-        return session, query, headers
-
     async def send(
         self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict
     ) -> tuple[int, str, bytes]:
         """(status, reason phrase, body); raises ApiError(0) when the server was not reached."""
-        session, query, headers = await self._prepare(params, headers)
+        query = {k: str(v) for k, v in (params or {}).items()}
+        if token := self.api.auth.token:  # read per request: whoever re-authenticates, all see it
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         try:
-            async with session.request(
-                method,
-                path,
-                params=query,
-                data=content,
-                headers=headers,
-                server_hostname=self.api.auth.tls_server_name or None,
-            ) as resp:
+            async with (
+                self._using() as session,
+                session.request(
+                    method,
+                    path,
+                    params=query,
+                    data=content,
+                    headers=headers,
+                    server_hostname=self.api.auth.tls_server_name or None,
+                ) as resp,
+            ):
                 return resp.status, resp.reason or "", await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
@@ -227,35 +240,71 @@ class _Http:
     async def lines(self, path: str, params: dict, read_timeout: float) -> AsyncIterator[bytes]:
         """A streamed GET (a watch), line by line, whatever a line's length; ApiError for an
         error answer or a broken stream."""
-        session, query, headers = await self._prepare(params, {})
+        query = {k: str(v) for k, v in params.items()}
+        headers = {"Authorization": f"Bearer {t}"} if (t := self.api.auth.token) else {}
         timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=read_timeout)
         try:
-            async with session.get(
-                path,
-                params=query,
-                headers=headers,
-                timeout=timeout,
-                server_hostname=self.api.auth.tls_server_name or None,
-            ) as resp:
+            async with (
+                self._using() as session,
+                session.get(
+                    path,
+                    params=query,
+                    headers=headers,
+                    timeout=timeout,
+                    server_hostname=self.api.auth.tls_server_name or None,
+                ) as resp,
+            ):
                 if resp.status >= 400:
                     raise _error(resp.status, resp.reason or "", await resp.read())
                 buf = bytearray()
                 async for chunk in resp.content.iter_any():
+                    start, scan = 0, len(buf)  # what buf held has no newline: search the chunk
                     buf += chunk
-                    start = 0
-                    while (end := buf.find(b"\n", start)) >= 0:
+                    while (end := buf.find(b"\n", scan)) >= 0:
                         yield bytes(buf[start:end])
-                        start = end + 1
+                        start = scan = end + 1
                     del buf[:start]
-                if buf:
-                    yield bytes(buf)
+                if buf:  # a clean end in mid-line: the stream was cut (a proxy, a restart)
+                    raise ApiError(0, "Unreachable", "the watch stream ended in mid-event")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
 
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The current session, counted in use until the request or watch ends."""
+        session = self.session if self.session and not self.session.closed else await self._open()
+        self._users[session] = self._users.get(session, 0) + 1
+        try:
+            yield session
+        finally:
+            if left := self._users[session] - 1:
+                self._users[session] = left
+            else:
+                del self._users[session]
+                if session in self._retired:
+                    self._retired.discard(session)
+                    await session.close()
+
+    async def renew(self) -> None:
+        """New credentials (a 401): requests from now on go on a new session. What is in flight
+        on the old one goes on (the apiserver authenticated it when it began; a watch streams
+        for minutes) and the old session is closed once it is idle. Closing it at once did not
+        even end its watches: they hung, silent, past their read timeout (still hung after 400 s
+        with a 330 s one, adv10)."""
+        old, self.session = self.session, None
+        if old is None or old.closed:
+            return
+        if self._users.get(old):
+            self._retired.add(old)
+        else:
+            await old.close()
+
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        """Close every session (the client is done with)."""
+        sessions = [self.session, *self._retired] if self.session else [*self._retired]
+        self.session, self._retired = None, set()
+        for session in sessions:
+            await session.close()
 
 
 def _fast_path(api: Any) -> _Http | None:
@@ -361,7 +410,7 @@ class Kube:
         await self.api.auth.reauthenticate()
         await self.api._create_session()  # kr8s has no public way to re-read credentials
         if self.http is not None:
-            await self.http.close()  # re-opened with the new credentials
+            await self.http.renew()  # a new session on the new credentials
 
     async def any(self, res: Resource, namespace: str | None, *, label_selector: str) -> bool:
         """Whether one object of the kind matches: one request of one item, whatever the count."""
@@ -540,13 +589,12 @@ class Kube:
             async for line in lines(res, namespace, params, timeout_seconds + 30):
                 if not line:
                     continue
-                event = orjson.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
+                kind, obj = _watch_event(line)
+                if kind == "ERROR":
                     raise ApiError(
                         obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""), obj
                     )
-                yield event["type"], obj
+                yield kind, obj
         except ApiError as err:
             if err.status == 410:
                 raise WatchExpired(err.message or "410 Gone") from err

@@ -42,6 +42,15 @@ class WorkQueue:
             return
         self.add(key)
 
+    def again(self, key: Hashable) -> None:
+        """Queue `key` once more when its pass ends, if that pass succeeds (a failed one comes
+        back with its backoff): for news its pass may have missed. Unlike `nudge`, a timer the
+        pass left (a status held back) does not stand in for it: it may be a minute away."""
+        if key in self._active:
+            self._nudged.add(key)
+        else:
+            self.nudge(key)
+
     def active(self, key: Hashable) -> bool:
         """Whether a worker is processing `key` now."""
         return key in self._active
