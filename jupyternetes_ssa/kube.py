@@ -214,13 +214,19 @@ class _Http:
             timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=30),
         )
 
+    def _prepared(self, params: dict | None, headers: dict) -> tuple[dict[str, str], dict]:
+        """The query as strings, and the headers with the current token (read per request:
+        whoever re-authenticates, every request after sees it)."""
+        query = {k: str(v) for k, v in (params or {}).items()}
+        if token := self.api.auth.token:
+            headers = {**headers, "Authorization": f"Bearer {token}"}
+        return query, headers
+
     async def send(
         self, method: str, path: str, params: dict | None, content: bytes | None, headers: dict
     ) -> tuple[int, str, bytes]:
         """(status, reason phrase, body); raises ApiError(0) when the server was not reached."""
-        query = {k: str(v) for k, v in (params or {}).items()}
-        if token := self.api.auth.token:  # read per request: whoever re-authenticates, all see it
-            headers = {**headers, "Authorization": f"Bearer {token}"}
+        query, headers = self._prepared(params, headers)
         try:
             async with (
                 self._using() as session,
@@ -240,8 +246,7 @@ class _Http:
     async def lines(self, path: str, params: dict, read_timeout: float) -> AsyncIterator[bytes]:
         """A streamed GET (a watch), line by line, whatever a line's length; ApiError for an
         error answer or a broken stream."""
-        query = {k: str(v) for k, v in params.items()}
-        headers = {"Authorization": f"Bearer {t}"} if (t := self.api.auth.token) else {}
+        query, headers = self._prepared(params, {})
         timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=read_timeout)
         try:
             async with (

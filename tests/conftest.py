@@ -173,3 +173,13 @@ def sa_kubeconfig(
         )
 
     return make
+
+
+@pytest.fixture
+async def http_kube(cluster: Cluster) -> AsyncIterator[Kube]:
+    """A client with its own aiohttp session on the shared kr8s Api, closed after the test
+    (kr8s' own session stays open for the others)."""
+    client = Kube(cluster.api)
+    yield client
+    if client.http is not None:
+        await client.http.close()

@@ -17,12 +17,8 @@ CONFIGMAP = Resource("v1", "ConfigMap", "configmaps")
 
 
 @pytest.fixture
-async def kube(cluster):
-    """Our own aiohttp session on the shared kr8s Api (closed after: kr8s' own stays open)."""
-    client = Kube(cluster.api)
-    yield client
-    if client.http is not None:
-        await client.http.close()
+async def kube(http_kube):
+    return http_kube
 
 
 def _configmap(namespace: str, name: str, size: int) -> dict:

@@ -19,11 +19,8 @@ RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list
 
 
 @pytest.fixture
-async def kube(cluster):
-    client = Kube(cluster.api)
-    yield client
-    if client.http is not None:
-        await client.http.close()
+async def kube(http_kube):
+    return http_kube
 
 
 def _configmap(namespace: str, name: str) -> dict:
