@@ -144,11 +144,15 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
     admin = Kube(api)
     from jupyternetes_ssa.local_cluster import install_crds
 
-    await install_crds(api)
-    subject_kubeconfig = await make_subject(api, target.kubeconfig, workdir / "subject.kubeconfig")
-    hub_kubeconfig = await make_hub(api, target.kubeconfig, workdir / "hub.kubeconfig")
+    # every helper gets `admin`, not the bare Api: wrapping that would open a session of its own
+    await install_crds(admin)
+    subject_kubeconfig = await make_subject(
+        admin, target.kubeconfig, workdir / "subject.kubeconfig"
+    )
+    hub_kubeconfig = await make_hub(admin, target.kubeconfig, workdir / "hub.kubeconfig")
     log.info(
-        "installed %d FlowSchemas to count the subject's requests", await install_flow_schemas(api)
+        "installed %d FlowSchemas to count the subject's requests",
+        await install_flow_schemas(admin),
     )
     scraper = Scraper(target.kubectl, target.kubeconfig)
     subject = await Kube.connect(kubeconfig=str(subject_kubeconfig))
@@ -194,7 +198,7 @@ async def run(args: argparse.Namespace, target: Target, workdir: Path) -> dict[s
             write_results(results, args.json)
     finally:
         if target.state_dir is None:
-            await remove_attribution(api)
+            await remove_attribution(admin)
         for client in (subject, admin):
             await client.close()
     return results
