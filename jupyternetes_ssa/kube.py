@@ -509,7 +509,9 @@ class Kube:
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
 
-    async def create(self, manifest: Manifest) -> Manifest:
+    async def create(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
+        """POST. Our own objects (leases, keys) pass FIELD_MANAGER: without one the apiserver
+        names the writer after the User-Agent ("jupyternetes-ssa kr8s")."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
         return await self.request(
             "POST",
@@ -517,14 +519,20 @@ class Kube:
             manifest["metadata"].get("namespace"),
             res.url(),
             content=_encode(manifest),
+            params={"fieldManager": field_manager} if field_manager else None,
         )
 
-    async def replace(self, manifest: Manifest) -> Manifest:
+    async def replace(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
         """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         return await self.request(
-            "PUT", res, meta.get("namespace"), res.url(meta["name"]), content=_encode(manifest)
+            "PUT",
+            res,
+            meta.get("namespace"),
+            res.url(meta["name"]),
+            content=_encode(manifest),
+            params={"fieldManager": field_manager} if field_manager else None,
         )
 
     async def delete(

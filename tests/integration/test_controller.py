@@ -26,6 +26,7 @@ from reconcile_helpers import (
     status_of,
 )
 
+from jupyternetes_ssa import FIELD_MANAGER
 from jupyternetes_ssa.controller import Controller
 from jupyternetes_ssa.informer import Informer
 from jupyternetes_ssa.kube import INSTANCE, LEASE, POD, PVC, Kube
@@ -248,6 +249,10 @@ async def test_only_the_lease_holder_reconciles_and_a_successor_takes_over_a_cra
             took = time.monotonic() - killed_at
 
             assert took < timing["lease_duration_seconds"] + 3, took
+            # created by one replica, taken over by the other: both wrote as our field manager
+            lease = await kube.get(LEASE, namespace, "jupyternetes-ssa")
+            writers = {m["manager"] for m in lease["metadata"]["managedFields"]}
+            assert writers == {FIELD_MANAGER}, writers
             await put(kube, seed_instance(namespace, "frank"))
             await wait_for(
                 lambda: _phase(kube, namespace, "frank", "Running"),

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from reconcile_helpers import actions, condition, once, put, result_for, seed_template, status_of
 
-from jupyternetes_ssa import keys, sealing
+from jupyternetes_ssa import FIELD_MANAGER, keys, sealing
 from jupyternetes_ssa.kube import INSTANCE, POD, SECRET, Kube
 from jupyternetes_ssa.local_cluster import wait_for
 
@@ -82,6 +82,9 @@ async def test_the_first_pass_creates_and_publishes_a_key_and_later_passes_keep_
     assert (await keys.read_public_key(kube, namespace)).key_id == public.key_id
     ring = await keys.load(kube, namespace)
     assert list(ring.keys) == [public.key_id] and ring.current == public.key_id
+    configmap = await kube.get(keys.CONFIGMAP, namespace, keys.PUBLIC_CONFIGMAP)
+    for made in (secret, configmap):  # named as ours, not after our User-Agent
+        assert {m["manager"] for m in made["metadata"]["managedFields"]} == {FIELD_MANAGER}
 
 
 async def test_a_dry_run_creates_no_key_and_the_hub_is_told_what_is_missing(
