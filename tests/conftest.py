@@ -176,9 +176,10 @@ def sa_kubeconfig(
 
 
 @pytest.fixture
-async def http_kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    """A client with its own aiohttp session on the shared kr8s Api, closed after the test
-    (kr8s' own session stays open for the others)."""
+async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
+    """The package's client for one test: its own aiohttp session on the shared kr8s Api (a
+    test may spy on it or break it), closed after the test (kr8s' own session stays open for
+    the others)."""
     client = Kube(cluster.api)
     yield client
     if client.http is not None:

@@ -32,11 +32,6 @@ FORGEABLE = (
 )
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def _item(kube: Kube, namespace: str, section: str = "pvcs") -> dict:
     """The object the instance `alice` would get (a dry run: nothing is written)."""
     await put(kube, seed_template(namespace))

@@ -29,11 +29,6 @@ NEW_IMAGE = "quay.io/jupyter/base-notebook:hub-5.2.1"
 
 
 @pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
-@pytest.fixture
 def env(cluster) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
 

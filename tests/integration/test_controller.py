@@ -43,11 +43,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 @contextlib.asynccontextmanager
 async def running(kube: Kube, settings: Settings):
     """A controller running in this event loop until the block ends (then stopped cleanly)."""

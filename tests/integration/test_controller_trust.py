@@ -25,11 +25,6 @@ from jupyternetes_ssa.local_cluster import wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 class BuggyController(Controller):
     """FAULT INJECTION: a template handler with a bug (nothing real raises on demand)."""
 

@@ -85,11 +85,6 @@ def kubectl(cluster) -> str:
     return found
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def run(
     *argv: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

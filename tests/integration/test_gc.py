@@ -12,11 +12,6 @@ from jupyternetes_ssa.local_cluster import wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 def with_extras(template: dict) -> dict:
     """The seed template plus a sidecar pod and a scratch PVC whose policy is Delete."""
     template["spec"]["pods"].append(

@@ -26,11 +26,6 @@ NETPOL = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 ALLOWED = ("Service", "ConfigMap", "NetworkPolicy.networking.k8s.io")
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 def with_others(namespace: str) -> dict:
     """The seed template plus a Service for the pod, a mounted ConfigMap and a NetworkPolicy."""
     template = seed_template(namespace)

@@ -31,11 +31,6 @@ ROLE = Resource("rbac.authorization.k8s.io/v1", "Role", "roles")
 NETPOL = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 def hand_made_pvc(namespace: str, name: str) -> dict:
     return {
         "apiVersion": "v1",

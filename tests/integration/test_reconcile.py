@@ -25,11 +25,6 @@ from jupyternetes_ssa.ownership import OWNER
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def converged_seed(
     kube: Kube, ns: str, name: str = "jovyan", strategy: str | None = None
 ) -> tuple[dict, dict]:

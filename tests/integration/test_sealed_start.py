@@ -32,11 +32,6 @@ class SecretReads(Kube):
         return await super().request(method, res, namespace, url, **kwargs)
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def test_a_start_reads_no_secret_and_a_running_server_still_has_it_verified(
     cluster, kube: Kube, namespace: str
 ):

@@ -23,11 +23,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 def token_template(namespace: str) -> dict:
     """The seed template with its token taken from the Secret the reconciler writes."""
     template = seed_template(namespace)

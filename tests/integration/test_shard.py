@@ -46,11 +46,6 @@ TIMING = {"lease_duration_seconds": 3.0, "renew_deadline_seconds": 2.0, "retry_p
 LONG = "a-user-whose-server-name-is-far-longer-than-any-label-value-may-be-x"  # slugged labels
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 @dataclass
 class Write:
     who: str

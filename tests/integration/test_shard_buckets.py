@@ -44,11 +44,6 @@ class Lists(Kube):
         return body
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def _converged(kube: Kube, namespace: str, names: list[str]) -> None:
     await put(kube, seed_template(namespace))
     for n in names:

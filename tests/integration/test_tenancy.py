@@ -58,11 +58,6 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
 
 @pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
-@pytest.fixture
 async def admin_ns(cluster) -> AsyncIterator[str]:
     """A second namespace, where the admin keeps templates."""
     name = f"t-admin-{uuid.uuid4().hex[:6]}"

@@ -27,11 +27,6 @@ NEW_IMAGE = "quay.io/jupyter/base-notebook:hub-5.2.1"
 POD_NAME = "jovyan-notebook"
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 async def running_seed(kube: Kube, ns: str, strategy: str | None = None) -> dict:
     """The seed pair (with the pod item's updateStrategy) reconciled, its pod running."""
     template = seed_template(ns)

@@ -24,11 +24,6 @@ from jupyternetes_ssa.validate import check_pair
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def kube(cluster) -> Kube:
-    return Kube(cluster.api)
-
-
 def into_namespace(template: dict, instance: dict, namespace: str) -> tuple[dict, dict]:
     """The pair with the instance (and so its objects) moved into the test's namespace."""
     instance["metadata"]["namespace"] = namespace

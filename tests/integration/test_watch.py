@@ -16,11 +16,6 @@ pytestmark = pytest.mark.integration
 CONFIGMAP = Resource("v1", "ConfigMap", "configmaps")
 
 
-@pytest.fixture
-async def kube(http_kube):
-    return http_kube
-
-
 def _configmap(namespace: str, name: str, size: int) -> dict:
     return {
         "apiVersion": "v1",

@@ -18,11 +18,6 @@ CONFIGMAP = Resource("v1", "ConfigMap", "configmaps")
 RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
 
 
-@pytest.fixture
-async def kube(http_kube):
-    return http_kube
-
-
 def _configmap(namespace: str, name: str) -> dict:
     return {
         "apiVersion": "v1",
