@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from jupyternetes_ssa import labels
+from jupyternetes_ssa import FIELD_MANAGER, labels
 from jupyternetes_ssa.kube import EVENT, INSTANCE, ApiError, Kube
 from jupyternetes_ssa.names import safe_label_value
 from jupyternetes_ssa.types import InstanceResult, Manifest, PruneCandidate
@@ -125,7 +125,7 @@ async def record(kube: Kube, instance: Manifest, found: list[Note]) -> None:
 
 async def _create_or_bump(kube: Kube, ns: str, name: str, body: Manifest, now: str) -> None:
     try:
-        await kube.request("POST", EVENT, ns, EVENT.url(), content=json.dumps(body))
+        await kube.create(body, field_manager=FIELD_MANAGER)
         return
     except ApiError as err:
         if err.status != 409:
@@ -137,6 +137,7 @@ async def _create_or_bump(kube: Kube, ns: str, name: str, body: Manifest, now: s
         ns,
         EVENT.url(name),
         content=json.dumps(patch),
+        params={"fieldManager": FIELD_MANAGER},
         headers={"Content-Type": "application/merge-patch+json"},
     )
 

@@ -918,6 +918,8 @@ async def test_removed_pod_item_pruned_and_noted_on_its_instance(cluster, namesp
 
     found = await wait_for(noted, timeout=30, message="Pruned event")
     assert "alice-side" in found[0]["message"], found
+    writers = {m["manager"] for m in found[0]["metadata"]["managedFields"]}
+    assert writers == {FIELD_MANAGER}, writers  # our field manager, not our User-Agent
 
 
 async def test_admin_strips_managed_by_label_then_pass_settles(cluster, namespace):
