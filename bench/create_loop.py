@@ -38,7 +38,7 @@ async def _send(kube: Kube, obj: dict, delete: bool, manager: str | None) -> int
             await kube.apply(obj, field_manager=manager)
             return 200
         if not delete:
-            await kube.create(obj)
+            await kube.create(obj, field_manager=None)  # as kubespawner sends it: no manager
             return 201
         res = await kube.resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]

@@ -281,7 +281,7 @@ async def admin_create(env: Env, groups: list[list[dict]], concurrency: int = 32
     async def one(group: list[dict]) -> None:
         async with gate:
             for obj in group:
-                await env.admin.create(obj)
+                await env.admin.create(obj, field_manager=None)
 
     await asyncio.gather(*(one(g) for g in groups))
 

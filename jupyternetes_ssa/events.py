@@ -125,7 +125,7 @@ async def record(kube: Kube, instance: Manifest, found: list[Note]) -> None:
 
 async def _create_or_bump(kube: Kube, ns: str, name: str, body: Manifest, now: str) -> None:
     try:
-        await kube.create(body, field_manager=FIELD_MANAGER)
+        await kube.create(body)
         return
     except ApiError as err:
         if err.status != 409:

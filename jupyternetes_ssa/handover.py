@@ -30,7 +30,6 @@ import logging
 import time
 from typing import Literal
 
-from jupyternetes_ssa import FIELD_MANAGER
 from jupyternetes_ssa.kube import LEASE, ApiError, Kube
 from jupyternetes_ssa.settings import Settings
 from jupyternetes_ssa.shard import configuration_leases, handover_lease
@@ -118,14 +117,13 @@ class Handover:
                         "kind": LEASE.kind,
                         "metadata": {**meta, "annotations": annotations},
                         "spec": holder,
-                    },
-                    field_manager=FIELD_MANAGER,
+                    }
                 )
             else:  # replace: refused (409) if the Lease changed since we read it
                 meta = lease["metadata"]
                 meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
                 lease["spec"] = {**(lease.get("spec") or {}), **holder}
-                await self.kube.replace(lease, field_manager=FIELD_MANAGER)
+                await self.kube.replace(lease)
         except ApiError as err:
             if err.status != 409:
                 log.warning("shard handover: %s", err)

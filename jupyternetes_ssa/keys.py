@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 
-from jupyternetes_ssa import FIELD_MANAGER, sealing
+from jupyternetes_ssa import sealing
 from jupyternetes_ssa.kube import SECRET, ApiError, Kube, Resource
 from jupyternetes_ssa.sealing import Keyring, NoSealingKey, PublicKey
 from jupyternetes_ssa.types import Manifest
@@ -61,9 +61,7 @@ async def ensure(kube: Kube, namespace: str) -> Keyring:
     if ring is None:
         kid, private = sealing.generate()
         try:
-            await kube.create(
-                _secret_body(namespace, Keyring({kid: private}, kid)), field_manager=FIELD_MANAGER
-            )
+            await kube.create(_secret_body(namespace, Keyring({kid: private}, kid)))
             log.info("created sealing key %s in %s", kid, _secret_where(namespace))
         except ApiError as err:
             if err.status != 409:
@@ -88,14 +86,14 @@ async def publish(kube: Kube, namespace: str, public: PublicKey) -> None:
     }
     if live is None:
         try:
-            await kube.create(body, field_manager=FIELD_MANAGER)
+            await kube.create(body)
         except ApiError as err:
             if err.status != 409:
                 raise
             return await publish(kube, namespace, public)  # another replica (a shard) was first
     else:
         body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-        await kube.replace(body, field_manager=FIELD_MANAGER)
+        await kube.replace(body)
     log.info(
         "published sealing key %s in ConfigMap %s/%s", public.key_id, namespace, PUBLIC_CONFIGMAP
     )
@@ -117,9 +115,7 @@ async def rotate(kube: Kube, namespace: str) -> Keyring:
     ring, version = await _load_existing(kube, namespace)
     kid, private = sealing.generate()
     ring = Keyring({**ring.keys, kid: private}, kid)
-    await kube.replace(
-        _secret_body(namespace, ring, version), field_manager=FIELD_MANAGER
-    )  # 409 if it moved meanwhile
+    await kube.replace(_secret_body(namespace, ring, version))  # 409 if it moved meanwhile
     await publish(kube, namespace, ring.public())
     return ring
 
@@ -141,7 +137,7 @@ async def retire(kube: Kube, namespace: str, key_id: str) -> Keyring:
             fix="rotate first (`jupyternetes-ssa sealing-key rotate`), then retire the old key",
         )
     ring = Keyring({k: v for k, v in ring.keys.items() if k != key_id}, ring.current)
-    await kube.replace(_secret_body(namespace, ring, version), field_manager=FIELD_MANAGER)
+    await kube.replace(_secret_body(namespace, ring, version))
     return ring
 
 

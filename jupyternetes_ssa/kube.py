@@ -509,9 +509,11 @@ class Kube:
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
 
-    async def create(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
-        """POST. Our own objects (leases, keys) pass FIELD_MANAGER: without one the apiserver
-        names the writer after the User-Agent ("jupyternetes-ssa kr8s")."""
+    async def create(
+        self, manifest: Manifest, field_manager: str | None = FIELD_MANAGER
+    ) -> Manifest:
+        """POST, as our field manager like every write of ours (None: name none, and the
+        apiserver names the writer after the User-Agent, "jupyternetes-ssa kr8s")."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
         return await self.request(
             "POST",
@@ -522,7 +524,9 @@ class Kube:
             params={"fieldManager": field_manager} if field_manager else None,
         )
 
-    async def replace(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
+    async def replace(
+        self, manifest: Manifest, field_manager: str | None = FIELD_MANAGER
+    ) -> Manifest:
         """PUT with the manifest's resourceVersion: optimistic concurrency (409 if it moved)."""
         res = await self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]

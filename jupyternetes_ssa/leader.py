@@ -21,7 +21,6 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from jupyternetes_ssa import FIELD_MANAGER
 from jupyternetes_ssa.handover import Handover
 from jupyternetes_ssa.kube import LEASE, ApiError, Kube, RetryPolicy
 from jupyternetes_ssa.settings import Settings
@@ -118,14 +117,14 @@ class LeaderElector:
                     "metadata": {"name": name, "namespace": ns},
                     "spec": self._spec({}, True),
                 }
-                await self.kube.create(body, field_manager=FIELD_MANAGER)
+                await self.kube.create(body)
                 return True
             spec = lease.get("spec") or {}
             mine = spec.get("holderIdentity") == self.s.identity
             if not mine and not self._expired(lease):
                 return False
             lease["spec"] = self._spec(spec, taking_over=not mine)
-            await self.kube.replace(lease, field_manager=FIELD_MANAGER)
+            await self.kube.replace(lease)
             return True
         except ApiError as err:
             if err.status != 409:
@@ -168,6 +167,6 @@ class LeaderElector:
             lease = await self.kube.get(LEASE, self.s.lease_namespace, self.name)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.s.identity:
                 lease["spec"] = dict(lease["spec"], holderIdentity="", leaseDurationSeconds=1)
-                await self.kube.replace(lease, field_manager=FIELD_MANAGER)
+                await self.kube.replace(lease)
         except ApiError as err:
             log.warning("could not release the lease: %s", err)

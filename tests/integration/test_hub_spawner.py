@@ -390,7 +390,7 @@ async def _move_pod(kube: Kube, namespace: str, user: str, reconciler: Process) 
     filler = f"filler-{secrets.token_hex(3)}"
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": filler, "namespace": namespace}}
     body["spec"] = {"containers": [{"name": "c", "image": "busybox:1.36"}]}
-    await kube.create(body)
+    await kube.create(body, field_manager="kubectl-create")
 
     async def has_ip() -> str | None:
         return ((await kube.get(POD, namespace, filler)) or {}).get("status", {}).get("podIP")

@@ -250,7 +250,8 @@ async def test_a_secret_that_is_not_the_instances_is_never_taken_over(kube: Kube
             "kind": "Secret",
             "metadata": {"name": "ann-hub-token", "namespace": namespace},
             "stringData": {"token": "the admin's own"},
-        }
+        },
+        field_manager="kubectl-create",
     )
     await put(
         kube, sealed_instance(namespace, "ann", sealing.seal(TOKEN, public, namespace, "ann"))

@@ -303,7 +303,8 @@ async def test_a_sweep_never_relabels_an_object_that_only_wears_our_labels(
                     "schedulerName": "nobody",  # never scheduled: only we could change it
                     "containers": [{"name": "c", "image": "busybox:1.36"}],
                 },
-            }
+            },
+            field_manager="kubectl-create",  # made by hand, whatever it wears
         )
     before = {n: await kube.get(POD, namespace, n) for n in lures}
 
